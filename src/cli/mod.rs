@@ -1,0 +1,59 @@
+//! Command-line interface: one file per subcommand, each with a clap `Args` struct and a `run`.
+//!
+//! Flags are parsed here and validated cheaply; expensive objects (models, surveys) are built
+//! inside each command's `run`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod bench_optimizer;
+pub mod model_cmd;
+
+/// Evolve soft prompts that align a frozen LLM with a country's survey answers.
+#[derive(Debug, Parser)]
+#[command(name = "deopt", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Download, verify and inspect the model (default: Gemma 3 270M)
+    Model(model_cmd::ModelArgs),
+    /// Benchmarks
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Run an optimizer on standard test functions and print the final error
+    Optimizer(bench_optimizer::BenchOptimizerArgs),
+}
+
+/// Parse the command line, run it, and turn an error into one line on stderr.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // A closed pipe (`deopt ... | head`) is not a failure.
+            if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::BrokenPipe {
+                    return ExitCode::SUCCESS;
+                }
+            }
+            eprintln!("deopt: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Model(args) => model_cmd::run(args),
+        Command::Bench(BenchCommand::Optimizer(args)) => bench_optimizer::run(args),
+    }
+}

@@ -1,0 +1,15 @@
+//! deopt: align a frozen LLM to a national culture by evolving soft prompts.
+//!
+//! Data flows one way through these modules:
+//! survey items + country targets -> prompt rendering -> engine (batched option scoring)
+//! -> answers -> metrics -> fitness -> optimizer -> run directory -> export / report.
+
+pub mod cli;
+pub mod country;
+pub mod llama;
+pub mod metrics;
+pub mod model;
+pub mod optim;
+pub mod paths;
+pub mod survey;
+pub mod targets;
