@@ -4,11 +4,16 @@
 //! survey items + country targets -> prompt rendering -> engine (batched option scoring)
 //! -> answers -> metrics -> fitness -> optimizer -> run directory -> export / report.
 
+pub mod answers;
 pub mod cli;
 pub mod country;
+pub mod data;
+pub mod dimension;
+pub mod error;
 pub mod llama;
 pub mod metrics;
 pub mod model;
+pub mod objective;
 pub mod optim;
 pub mod paths;
 pub mod survey;

@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod bench_optimizer;
+pub mod countries;
 pub mod model_cmd;
+pub mod score;
 
 /// Evolve soft prompts that align a frozen LLM with a country's survey answers.
 #[derive(Debug, Parser)]
@@ -20,6 +22,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// List countries and which targets they have (Hofstede dimensions, WVS-7 answers)
+    Countries(countries::CountriesArgs),
+    /// Score a file of survey answers against a country's targets
+    Score(score::ScoreArgs),
     /// Download, verify and inspect the model (default: Gemma 3 270M)
     Model(model_cmd::ModelArgs),
     /// Benchmarks
@@ -53,6 +59,8 @@ pub fn main() -> ExitCode {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Countries(args) => countries::run(args),
+        Command::Score(args) => score::run(args),
         Command::Model(args) => model_cmd::run(args),
         Command::Bench(BenchCommand::Optimizer(args)) => bench_optimizer::run(args),
     }
