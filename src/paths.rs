@@ -2,6 +2,7 @@
 //! `~/.cache/deopt`. Downloaded models live under `<cache>/models/`, cached file hashes under
 //! `<cache>/hashes/`.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 /// The cache directory could not be determined.
@@ -17,14 +18,25 @@ pub struct NoCacheDir;
 /// # Errors
 /// [`NoCacheDir`] when none of `DEOPT_HOME`, `XDG_CACHE_HOME`, `HOME` gives a directory.
 pub fn cache_dir() -> Result<PathBuf, NoCacheDir> {
-    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
-    if let Some(home) = var("DEOPT_HOME") {
-        return Ok(home);
+    let var = |name: &str| std::env::var_os(name);
+    cache_dir_from(var("DEOPT_HOME"), var("XDG_CACHE_HOME"), var("HOME")).ok_or(NoCacheDir)
+}
+
+/// The rule of [`cache_dir`] applied to given values of `DEOPT_HOME`, `XDG_CACHE_HOME` and
+/// `HOME` (`None` = unset).
+pub fn cache_dir_from(
+    deopt_home: Option<OsString>,
+    xdg_cache_home: Option<OsString>,
+    home: Option<OsString>,
+) -> Option<PathBuf> {
+    let set = |v: Option<OsString>| v.filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(dir) = set(deopt_home) {
+        return Some(dir);
     }
-    if let Some(xdg) = var("XDG_CACHE_HOME").filter(|p| p.is_absolute()) {
-        return Ok(xdg.join("deopt"));
+    if let Some(xdg) = set(xdg_cache_home).filter(|p| p.is_absolute()) {
+        return Some(xdg.join("deopt"));
     }
-    var("HOME").map(|h| h.join(".cache").join("deopt")).ok_or(NoCacheDir)
+    set(home).map(|h| h.join(".cache").join("deopt"))
 }
 
 /// `<cache>/models`: downloaded and converted models (not created).

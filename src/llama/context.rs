@@ -21,7 +21,8 @@ pub struct ContextParams {
     /// `n_seq_max` sequences gets `n_ctx / n_seq_max` (llama.cpp rounds up to a multiple of
     /// 256). 0 = the model's training context.
     pub n_ctx: u32,
-    /// Most entries one `decode` call may take.
+    /// Most entries one `decode` call may take (llama.cpp caps it at `n_ctx` for causal
+    /// models; [`Context::n_batch`] gives the value in force).
     pub n_batch: u32,
     /// Physical micro-batch size (entries computed at once); at most `n_batch`.
     pub n_ubatch: u32,
