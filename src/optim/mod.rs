@@ -1,1 +1,39 @@
-//! Optimizers (filled in by the optimizer work).
+//! Black-box minimisation of `f32` vectors by differential evolution; knows nothing of LLMs.
+//!
+//! The pieces follow argmin's split of concerns:
+//!
+//! * [`BatchObjective`]: what is minimised. One `evaluate` call scores a whole generation,
+//!   so an LLM objective can batch every soft prompt of that generation.
+//! * [`Config`] and [`Strategy`]: the solver's settings (DE/rand/1/bin of the seed paper and
+//!   its classic variants, JADE, SHADE, L-SHADE, a random-search baseline), validated into
+//!   one-line [`ConfigError`]s.
+//! * [`Optimizer`]: the solver plus its whole state (population, fitness, archive, adapted
+//!   parameters, RNG, counters, best so far). `init` scores the initial population, `step`
+//!   runs one generation and returns a [`GenerationReport`]. It is `Serialize +
+//!   Deserialize` with exact floats, so a checkpoint resumes bit for bit.
+//! * [`StopRule`]: stop conditions checked by the caller against reports;
+//!   [`Optimizer::run`] is the small loop that ties them together with an observer callback.
+//! * [`RandomSubspace`]: search `z` in `R^k` while the objective sees `x = p0 + A z`.
+//! * [`testfn`], [`population`], [`stats`]: test functions, seeded initial populations, and
+//!   the median and Mann-Whitney U test used to compare strategies over seeds.
+//!
+//! One `u64` seed fixes a run: every random draw comes from a `Xoshiro256PlusPlus` in the
+//! state, and arithmetic is sequential per value (parallelism only over independent
+//! values), so the same seed gives the same sequence of reports on any thread count.
+
+mod adapt;
+mod config;
+mod exact;
+mod objective;
+mod optimizer;
+pub mod population;
+mod report;
+pub mod stats;
+mod subspace;
+pub mod testfn;
+
+pub use config::{Bounds, Config, ConfigError, Strategy};
+pub use objective::{BatchObjective, Counting, FnObjective};
+pub use optimizer::{Optimizer, Parameters, RunOutcome, StepError};
+pub use report::{GenerationReport, MeanSd, StopReason, StopRule};
+pub use subspace::{RandomSubspace, SubspaceError, SubspaceObjective, DEFAULT_CACHE_LIMIT};
