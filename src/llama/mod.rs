@@ -34,7 +34,7 @@ pub use batch::{EmbdBatch, TokenBatch};
 pub use context::{Context, ContextParams};
 pub use error::{DecodeError, LlamaError};
 pub use gguf::{dequantize_to_f16, DequantizeReport, GgufFile, TensorInfo};
-pub use model::{EmbeddingStats, Model, ModelParams, TokenEmbeddings};
+pub use model::{format_chat, EmbeddingStats, Model, ModelParams, TokenEmbeddings};
 
 /// A token id of the model's vocabulary.
 pub type Token = i32;

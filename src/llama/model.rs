@@ -231,9 +231,7 @@ impl Model {
         (!p.is_null()).then(|| unsafe { cstr_lossy(p) })
     }
 
-    /// Format `(role, content)` messages with the model's chat template (llama.cpp's built-in
-    /// template matcher, not a Jinja engine). With `add_assistant`, the result ends with the
-    /// prefix of an assistant turn.
+    /// Format `(role, content)` messages with the model's chat template; see [`format_chat`].
     ///
     /// # Errors
     /// [`LlamaError::NoChatTemplate`], [`LlamaError::ChatTemplate`] when llama.cpp does not
@@ -245,46 +243,7 @@ impl Model {
     ) -> Result<String, LlamaError> {
         let tmpl =
             self.chat_template().ok_or_else(|| LlamaError::NoChatTemplate { path: self.path.clone() })?;
-        let ctmpl = CString::new(tmpl.as_str())
-            .map_err(|e| LlamaError::InteriorNul { what: "chat template", offset: e.nul_position() })?;
-        let mut owned = Vec::with_capacity(messages.len());
-        for (role, content) in messages {
-            let role = CString::new(*role)
-                .map_err(|e| LlamaError::InteriorNul { what: "chat role", offset: e.nul_position() })?;
-            let content = CString::new(*content)
-                .map_err(|e| LlamaError::InteriorNul { what: "chat message", offset: e.nul_position() })?;
-            owned.push((role, content));
-        }
-        let chat: Vec<sys::llama_chat_message> = owned
-            .iter()
-            .map(|(r, c)| sys::llama_chat_message { role: r.as_ptr(), content: c.as_ptr() })
-            .collect();
-        let total: usize = messages.iter().map(|(r, c)| r.len() + c.len()).sum();
-        let mut buf = vec![0u8; 2 * total + 256];
-        loop {
-            let len = i32::try_from(buf.len()).unwrap_or(i32::MAX);
-            // SAFETY: `ctmpl` and every string in `chat` are NUL-terminated and outlive the
-            // call (`owned`); `buf` is writable for `len` bytes.
-            let n = unsafe {
-                sys::llama_chat_apply_template(
-                    ctmpl.as_ptr(),
-                    chat.as_ptr(),
-                    chat.len(),
-                    add_assistant,
-                    buf.as_mut_ptr().cast::<c_char>(),
-                    len,
-                )
-            };
-            if n < 0 {
-                return Err(LlamaError::ChatTemplate { start: tmpl.chars().take(60).collect() });
-            }
-            let n = n as usize;
-            if n <= buf.len() {
-                buf.truncate(n);
-                return Ok(String::from_utf8_lossy(&buf).into_owned());
-            }
-            buf.resize(n, 0);
-        }
+        format_chat(&tmpl, messages, add_assistant)
     }
 
     /// Tokenize `text`. `add_special` adds BOS (and EOS, for models configured so) as the
@@ -396,6 +355,61 @@ impl Model {
 
     pub(crate) fn raw(&self) -> *mut sys::llama_model {
         self.raw.as_ptr()
+    }
+}
+
+/// Format `(role, content)` messages with a chat template given as Jinja source or as the name
+/// of one of llama.cpp's built-in templates (`chatml`, `gemma`, `llama3`, ...). Matching is
+/// llama.cpp's, not a Jinja engine. With `add_assistant`, the result ends with the prefix of an
+/// assistant turn.
+///
+/// # Errors
+/// [`LlamaError::ChatTemplate`] when llama.cpp does not recognise the template,
+/// [`LlamaError::InteriorNul`] for a NUL byte in the template or a message.
+pub fn format_chat(
+    template: &str,
+    messages: &[(&str, &str)],
+    add_assistant: bool,
+) -> Result<String, LlamaError> {
+    let ctmpl = CString::new(template)
+        .map_err(|e| LlamaError::InteriorNul { what: "chat template", offset: e.nul_position() })?;
+    let mut owned = Vec::with_capacity(messages.len());
+    for (role, content) in messages {
+        let role = CString::new(*role)
+            .map_err(|e| LlamaError::InteriorNul { what: "chat role", offset: e.nul_position() })?;
+        let content = CString::new(*content)
+            .map_err(|e| LlamaError::InteriorNul { what: "chat message", offset: e.nul_position() })?;
+        owned.push((role, content));
+    }
+    let chat: Vec<sys::llama_chat_message> = owned
+        .iter()
+        .map(|(r, c)| sys::llama_chat_message { role: r.as_ptr(), content: c.as_ptr() })
+        .collect();
+    let total: usize = messages.iter().map(|(r, c)| r.len() + c.len()).sum();
+    let mut buf = vec![0u8; 2 * total + 256];
+    loop {
+        let len = i32::try_from(buf.len()).unwrap_or(i32::MAX);
+        // SAFETY: `ctmpl` and every string in `chat` are NUL-terminated and outlive the
+        // call (`owned`); `buf` is writable for `len` bytes.
+        let n = unsafe {
+            sys::llama_chat_apply_template(
+                ctmpl.as_ptr(),
+                chat.as_ptr(),
+                chat.len(),
+                add_assistant,
+                buf.as_mut_ptr().cast::<c_char>(),
+                len,
+            )
+        };
+        if n < 0 {
+            return Err(LlamaError::ChatTemplate { start: template.chars().take(60).collect() });
+        }
+        let n = n as usize;
+        if n <= buf.len() {
+            buf.truncate(n);
+            return Ok(String::from_utf8_lossy(&buf).into_owned());
+        }
+        buf.resize(n, 0);
     }
 }
 
