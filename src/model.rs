@@ -525,6 +525,22 @@ fn record_sha256(path: &Path, sha256: &str) -> Result<(), ModelError> {
 /// [`ModelError::Io`].
 pub fn file_sha256(path: &Path) -> Result<String, ModelError> {
     let mut f = File::open(path).map_err(io("cannot open", path))?;
+    let size = f.metadata().map_err(io("cannot stat", path))?.len();
+    // Large files (a user's multi-GB model) get a progress bar; it is hidden when stderr is not
+    // a terminal.
+    let bar = if size >= 64 << 20 {
+        let bar = ProgressBar::new(size);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {bytes}/{total_bytes}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        bar.set_message(format!("sha256 of {name}"));
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -533,7 +549,9 @@ pub fn file_sha256(path: &Path) -> Result<String, ModelError> {
             break;
         }
         hasher.update(&buf[..k]);
+        bar.inc(k as u64);
     }
+    bar.finish_and_clear();
     Ok(hex(&hasher.finalize()))
 }
 

@@ -103,7 +103,7 @@ fn info(model: Option<PathBuf>, precision: Precision, json: bool) -> anyhow::Res
         file_size,
         sha256: resolved.sha256.clone(),
         sha256_of: match resolved.default_precision {
-            Some(Precision::F16) => "original Q4_K_M GGUF (this file is its F16 copy)",
+            Some(Precision::F16) => "the original Q4_K_M GGUF, of which this file is the F16 copy",
             _ => "this file",
         },
         architecture: loaded.architecture().to_string(),
@@ -128,7 +128,7 @@ fn info(model: Option<PathBuf>, precision: Precision, json: bool) -> anyhow::Res
     writeln!(out, "model:            {}", info.name)?;
     writeln!(out, "path:             {}", info.path.display())?;
     writeln!(out, "file size:        {} bytes ({:.1} MB)", info.file_size, info.file_size as f64 / 1e6)?;
-    writeln!(out, "sha256:           {} ({})", info.sha256, info.sha256_of)?;
+    writeln!(out, "sha256:           {} (of {})", info.sha256, info.sha256_of)?;
     writeln!(out, "architecture:     {}", info.architecture)?;
     writeln!(out, "general.name:     {}", info.general_name.as_deref().unwrap_or("(none)"))?;
     writeln!(out, "n_embd:           {}", info.n_embd)?;
