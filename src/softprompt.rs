@@ -1,0 +1,118 @@
+//! Soft prompts: T x n_embd matrices of input embeddings, and their file format.
+//!
+//! A prompt file is safetensors with one f32 tensor `prompt` of shape [T, n_embd] and JSON-ish
+//! string metadata (model hash, n_embd, country, survey, fitness, ...). The rows live in the
+//! space the model's first layer sees: for Gemma that is the token embeddings already
+//! multiplied by sqrt(n_embd).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use safetensors::tensor::{Dtype, TensorView};
+
+/// A soft prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SoftPrompt {
+    rows: usize,
+    n_embd: usize,
+    data: Vec<f32>,
+}
+
+impl SoftPrompt {
+    /// A prompt from row-major data.
+    ///
+    /// # Errors
+    /// If `data.len() != rows * n_embd` or a value is not finite.
+    pub fn new(rows: usize, n_embd: usize, data: Vec<f32>) -> Result<Self> {
+        if data.len() != rows * n_embd {
+            bail!("soft prompt data has {} values, expected {rows} x {n_embd}", data.len());
+        }
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            bail!("soft prompt value {i} is not finite");
+        }
+        Ok(SoftPrompt { rows, n_embd, data })
+    }
+
+    /// The empty prompt (T = 0).
+    pub fn empty(n_embd: usize) -> Self {
+        SoftPrompt { rows: 0, n_embd, data: Vec::new() }
+    }
+
+    /// Number of rows T.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Row width.
+    pub fn n_embd(&self) -> usize {
+        self.n_embd
+    }
+
+    /// Row `r`.
+    pub fn row(&self, r: usize) -> &[f32] {
+        &self.data[r * self.n_embd..(r + 1) * self.n_embd]
+    }
+
+    /// All values, row-major.
+    pub fn data(&self) -> &[f32] {
+        &self.data
+    }
+
+    /// Save as safetensors (tensor `prompt`), atomically (temp file + rename).
+    pub fn save(&self, path: &Path, metadata: &HashMap<String, String>) -> Result<()> {
+        let bytes: Vec<u8> = self.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let view = TensorView::new(Dtype::F32, vec![self.rows, self.n_embd], &bytes)
+            .map_err(|e| anyhow!("building tensor: {e:?}"))?;
+        let mut meta = metadata.clone();
+        meta.insert("format".into(), "deopt-softprompt".into());
+        meta.insert("rows".into(), self.rows.to_string());
+        meta.insert("n_embd".into(), self.n_embd.to_string());
+        let out = safetensors::serialize([("prompt", view)], &Some(meta))
+            .map_err(|e| anyhow!("serialising {}: {e:?}", path.display()))?;
+        crate::fsutil::write_atomic(path, &out)
+    }
+
+    /// Load a safetensors prompt file; returns the prompt and its metadata.
+    ///
+    /// # Errors
+    /// Unreadable file, not safetensors, no `prompt` tensor, wrong dtype or rank.
+    pub fn load(path: &Path) -> Result<(SoftPrompt, HashMap<String, String>)> {
+        let shown = path.display();
+        let bytes = std::fs::read(path).with_context(|| format!("{shown}: cannot read prompt file"))?;
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|e| anyhow!("{shown}: not a safetensors file ({e:?})"))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| anyhow!("{shown}: not a safetensors file ({e:?})"))?;
+        let t = st.tensor("prompt").map_err(|_| {
+            anyhow!(
+                "{shown}: no tensor named 'prompt' (found: {})",
+                st.names().into_iter().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })?;
+        if t.dtype() != Dtype::F32 {
+            bail!("{shown}: tensor 'prompt' is {:?}, expected F32", t.dtype());
+        }
+        let shape = t.shape();
+        if shape.len() != 2 {
+            bail!("{shown}: tensor 'prompt' has shape {shape:?}, expected [T, n_embd]");
+        }
+        let data: Vec<f32> =
+            t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let p = SoftPrompt::new(shape[0], shape[1], data).with_context(|| format!("{shown}"))?;
+        Ok((p, meta))
+    }
+
+    /// Check the width against a model's.
+    pub fn check_width(&self, n_embd: usize, source: &str) -> Result<()> {
+        if self.rows > 0 && self.n_embd != n_embd {
+            bail!(
+                "{source}: prompt rows are {} wide but the model's embeddings are {n_embd} wide \
+                 (the prompt was made for another model)",
+                self.n_embd
+            );
+        }
+        Ok(())
+    }
+}
