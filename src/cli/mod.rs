@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod bench_optimizer;
+pub mod common;
 pub mod countries;
 pub mod model_cmd;
 pub mod score;
