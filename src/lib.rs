@@ -5,6 +5,7 @@
 //! -> answers -> metrics -> fitness -> optimizer -> run directory -> export / report.
 
 pub mod answers;
+pub mod baseline;
 pub mod cli;
 pub mod country;
 pub mod data;
@@ -21,6 +22,7 @@ pub mod objective;
 pub mod optim;
 pub mod paths;
 pub mod render;
+pub mod rundir;
 pub mod softprompt;
 pub mod survey;
 pub mod targets;

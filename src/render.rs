@@ -59,8 +59,9 @@ pub struct Layout {
     pub style: ItemStyle,
     /// Optional system message (the baselines put their culture prompt here).
     pub system: Option<String>,
-    /// Optional in-context examples placed between the instruction and the item (baseline P3).
-    pub examples: Option<String>,
+    /// Optional in-context examples per item id, placed between the instruction and the item
+    /// (baseline P3).
+    pub examples: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl Default for Layout {
@@ -111,7 +112,7 @@ pub fn messages(layout: &Layout, item: &Item) -> (Option<String>, String) {
         ItemStyle::Compact => {
             user.push_str(COMPACT_INSTRUCTION);
             user.push('\n');
-            if let Some(ex) = &layout.examples {
+            if let Some(ex) = layout.examples.as_ref().and_then(|m| m.get(&item.id)) {
                 user.push_str("Here are some answered questions, which can reflect your value system:\n");
                 user.push_str(ex);
                 user.push('\n');
@@ -125,7 +126,8 @@ pub fn messages(layout: &Layout, item: &Item) -> (Option<String>, String) {
         ItemStyle::Culturespa => {
             user.push_str(INSTRUCTION);
             user.push('\n');
-            if let Some(ex) = &layout.examples {
+            let ex = layout.examples.as_ref().and_then(|m| m.get(&item.id));
+            if let Some(ex) = ex {
                 user.push_str("Here are some answered questions, which can reflect your value system:\n");
                 user.push_str(ex);
                 user.push_str("\nBelow are the #Question and #Options. ");
@@ -137,7 +139,7 @@ pub fn messages(layout: &Layout, item: &Item) -> (Option<String>, String) {
             user.push_str(&item.text);
             user.push_str("\n#Options: ");
             user.push_str(&options_line(item));
-            if layout.examples.is_none() {
+            if ex.is_none() {
                 user.push('\n');
                 user.push_str(CLOSING);
             } else {

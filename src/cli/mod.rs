@@ -10,7 +10,9 @@ use clap::{Parser, Subcommand};
 pub mod bench_optimizer;
 pub mod common;
 pub mod countries;
+pub mod eval;
 pub mod model_cmd;
+pub mod progress;
 pub mod score;
 
 /// Evolve soft prompts that align a frozen LLM with a country's survey answers.
@@ -25,6 +27,8 @@ pub struct Cli {
 pub enum Command {
     /// List countries and which targets they have (Hofstede dimensions, WVS-7 answers)
     Countries(countries::CountriesArgs),
+    /// Score the model's survey answers with a soft prompt or a baseline
+    Eval(eval::EvalArgs),
     /// Score a file of survey answers against a country's targets
     Score(score::ScoreArgs),
     /// Download, verify and inspect the model (default: Gemma 3 270M)
@@ -62,6 +66,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Countries(args) => countries::run(args),
         Command::Score(args) => score::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::Model(args) => model_cmd::run(args),
         Command::Bench(BenchCommand::Optimizer(args)) => bench_optimizer::run(args),
     }
