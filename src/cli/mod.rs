@@ -13,6 +13,7 @@ pub mod countries;
 pub mod eval;
 pub mod model_cmd;
 pub mod progress;
+pub mod run;
 pub mod score;
 
 /// Evolve soft prompts that align a frozen LLM with a country's survey answers.
@@ -31,6 +32,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Score a file of survey answers against a country's targets
     Score(score::ScoreArgs),
+    /// Evolve a soft prompt for a country (differential evolution)
+    Run(run::RunArgs),
     /// Download, verify and inspect the model (default: Gemma 3 270M)
     Model(model_cmd::ModelArgs),
     /// Benchmarks
@@ -67,6 +70,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Countries(args) => countries::run(args),
         Command::Score(args) => score::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Run(args) => run::run(args),
         Command::Model(args) => model_cmd::run(args),
         Command::Bench(BenchCommand::Optimizer(args)) => bench_optimizer::run(args),
     }
