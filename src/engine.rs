@@ -35,12 +35,15 @@ pub struct EngineConfig {
     pub batch: usize,
     /// Most KV sequences alive at once (2 to 256).
     pub seq_max: usize,
+    /// Upper bound on the context (KV cells) the engine may allocate; None = the model's
+    /// training context.
+    pub max_ctx: Option<usize>,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        EngineConfig { threads, batch: 512, seq_max: 128 }
+        EngineConfig { threads, batch: 512, seq_max: 128, max_ctx: None }
     }
 }
 
@@ -188,7 +191,7 @@ impl Node {
     fn end(&self) -> Pos {
         self.start + self.units.len() as Pos
     }
-    fn is_soft(&self) -> bool {
+    fn has_soft(&self) -> bool {
         matches!(self.units.first(), Some(Unit::Soft(_)))
     }
 }
@@ -213,11 +216,18 @@ struct Schedule {
     slots: Vec<Slot>,
     /// KV cells one prompt needs beyond the head.
     cells: usize,
+    /// With a soft prompt every unit after the head is fed as an embedding row (tokens as their
+    /// scaled embedding rows, which the token path reproduces exactly), so soft rows and the
+    /// text after them share decode calls instead of alternating between two batch kinds.
+    all_embd: bool,
+    /// Scaled embedding rows of the tokens fed as embeddings.
+    token_rows: HashMap<Token, Vec<f32>>,
     logical: u64,
 }
 
 impl Schedule {
     fn build(plan: &Plan, rows: usize) -> Schedule {
+        let all_embd = rows > 0;
         // Uncompressed trie: per node its unit, children by unit, and wanted slots.
         struct Raw {
             unit: Option<Unit>,
@@ -310,7 +320,9 @@ impl Schedule {
                     node.want.push((node.units.len() - 1, s));
                 }
                 let next = &raw[r].order;
-                if next.len() == 1 && matches!(raw[next[0]].unit, Some(Unit::Soft(_))) == kind_soft {
+                if next.len() == 1
+                    && (all_embd || matches!(raw[next[0]].unit, Some(Unit::Soft(_))) == kind_soft)
+                {
                     r = next[0];
                 } else {
                     break;
@@ -332,7 +344,7 @@ impl Schedule {
             n.children.sort_unstable();
         }
         roots.sort_unstable();
-        Schedule { head, nodes, roots, slots, cells, logical }
+        Schedule { head, nodes, roots, slots, cells, logical, all_embd, token_rows: HashMap::new() }
     }
 }
 
@@ -386,7 +398,30 @@ impl<'m> Engine<'m> {
 
     fn schedule(&mut self, plan: &Plan, rows: usize) -> &Schedule {
         let key = (plan.id, rows);
-        self.schedules.entry(key).or_insert_with(|| Schedule::build(plan, rows))
+        let model = self.model;
+        self.schedules.entry(key).or_insert_with(|| {
+            let mut s = Schedule::build(plan, rows);
+            if s.all_embd {
+                let mut toks: Vec<Token> = s
+                    .nodes
+                    .iter()
+                    .flat_map(|n| n.units.iter())
+                    .filter_map(|u| if let Unit::Tok(t) = u { Some(*t) } else { None })
+                    .collect();
+                toks.sort_unstable();
+                toks.dedup();
+                // A row that cannot be read leaves the token out; decoding then reports it.
+                if let Ok(rows) = model.token_embeddings().scaled_rows(&toks) {
+                    let w = model.n_embd_inp();
+                    s.token_rows = toks
+                        .iter()
+                        .enumerate()
+                        .map(|(k, t)| (*t, rows[k * w..(k + 1) * w].to_vec()))
+                        .collect();
+                }
+            }
+            s
+        })
     }
 
     /// Answer distributions for every prompt (outer) and item (inner, plan order).
@@ -426,11 +461,13 @@ impl<'m> Engine<'m> {
             self.ctx = None;
             // Room for the largest plan seen, rounded up; llama.cpp pads to 256 anyway.
             let cells = need.max(self.ctx_cells).div_ceil(256) * 256;
-            if cells as u64 > self.model.n_ctx_train() as u64 && self.model.n_ctx_train() > 0 {
+            let limit = self.config.max_ctx.unwrap_or(self.model.n_ctx_train());
+            if limit > 0 && need > limit {
+                let by =
+                    if self.config.max_ctx.is_some() { "--ctx allows" } else { "the model was trained on" };
                 bail!(
-                    "the layout needs {cells} tokens of context per prompt but the model was trained on {}; \
-                     score fewer items at once or shorten the soft prompt",
-                    self.model.n_ctx_train()
+                    "the layout needs {need} tokens of context per prompt but {by} {limit}; \
+                     score fewer items at once or shorten the soft prompt"
                 );
             }
             let params = ContextParams {
@@ -529,11 +566,11 @@ impl<'m> Engine<'m> {
                 }
                 bail!("engine scheduling stalled: no free KV sequence (raise --seq-max)");
             }
-            // One wave: every ready node, soft runs first, then tokens, in calls of `batch` units.
+            // One wave: every ready node, embedding runs first, then tokens, in calls of `batch` units.
             let wave: Vec<(usize, SeqId)> = ready.drain(..).collect();
             for soft in [true, false] {
                 let mut entries: Vec<(Unit, Pos, SeqId, Option<usize>)> = Vec::new();
-                for &(n, seq) in wave.iter().filter(|(n, _)| s.nodes[*n].is_soft() == soft) {
+                for &(n, seq) in wave.iter().filter(|(n, _)| (s.all_embd || s.nodes[*n].has_soft()) == soft) {
                     let node = &s.nodes[n];
                     for (k, u) in node.units.iter().enumerate() {
                         let want = node.want.iter().find(|(o, _)| *o == k).map(|w| w.1);
@@ -545,8 +582,14 @@ impl<'m> Engine<'m> {
                     if soft {
                         emb_batch.clear();
                         for &(u, pos, seq, want) in chunk {
-                            let Unit::Soft(r) = u else { unreachable!("soft run holds soft units") };
-                            let i = emb_batch.push(prompt.row(r as usize), pos, &[seq], want.is_some())?;
+                            let row = match u {
+                                Unit::Soft(r) => prompt.row(r as usize),
+                                Unit::Tok(t) => s
+                                    .token_rows
+                                    .get(&t)
+                                    .ok_or_else(|| anyhow::anyhow!("no embedding row for token {t}"))?,
+                            };
+                            let i = emb_batch.push(row, pos, &[seq], want.is_some())?;
                             if let Some(w) = want {
                                 wanted.push((i, w));
                             }

@@ -6,6 +6,7 @@
 
 pub mod answers;
 pub mod baseline;
+pub mod bench;
 pub mod cli;
 pub mod country;
 pub mod data;

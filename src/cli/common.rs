@@ -54,9 +54,10 @@ impl TaskArgs {
                 constants: self.constants,
                 loss: self.loss,
             },
-            SurveyKind::Wvs => {
-                Target::Wvs { reference: objective::wvs_target(&country, self.wvs_source)?, metric: self.metric }
-            }
+            SurveyKind::Wvs => Target::Wvs {
+                reference: objective::wvs_target(&country, self.wvs_source)?,
+                metric: self.metric,
+            },
         };
         Ok(Task { survey, country, target, mode: self.answers })
     }
@@ -77,6 +78,9 @@ pub struct ModelArgs {
     /// Most tokens per llama.cpp decode call
     #[arg(long, default_value_t = 512)]
     pub batch: usize,
+    /// Most tokens of context (KV cells) to allocate; 0 = up to the model's training context
+    #[arg(long, default_value_t = 0)]
+    pub ctx: usize,
     /// Layers to offload to a GPU (CUDA builds only)
     #[arg(long, default_value_t = 0)]
     pub gpu_layers: i32,
@@ -92,7 +96,11 @@ impl ModelArgs {
 
     /// Engine settings from these flags.
     pub fn engine_config(&self) -> EngineConfig {
-        let mut c = EngineConfig { batch: self.batch, ..EngineConfig::default() };
+        let mut c = EngineConfig {
+            batch: self.batch,
+            max_ctx: (self.ctx > 0).then_some(self.ctx),
+            ..EngineConfig::default()
+        };
         if let Some(t) = self.threads {
             c.threads = t.max(1);
         }

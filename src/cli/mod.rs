@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod bench_engine;
 pub mod bench_optimizer;
 pub mod common;
 pub mod countries;
@@ -43,6 +44,8 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// The scoring engine vs naive scoring and raw llama.cpp speed (VSM13 workload)
+    Engine(bench_engine::BenchEngineArgs),
     /// Run an optimizer on standard test functions and print the final error
     Optimizer(bench_optimizer::BenchOptimizerArgs),
 }
@@ -73,5 +76,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run::run(args),
         Command::Model(args) => model_cmd::run(args),
         Command::Bench(BenchCommand::Optimizer(args)) => bench_optimizer::run(args),
+        Command::Bench(BenchCommand::Engine(args)) => bench_engine::run(args),
     }
 }

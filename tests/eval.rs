@@ -1,0 +1,124 @@
+//! `deopt eval` on the real default model: baselines, prompt files, and bad input.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn deopt(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_deopt")).args(args).output().expect("run deopt")
+}
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("deopt-eval-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn json(args: &[&str]) -> serde_json::Value {
+    let out = deopt(args);
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn dims(v: &serde_json::Value) -> Vec<f64> {
+    v["dimensions"].as_array().unwrap().iter().map(|d| d["model"].as_f64().unwrap()).collect()
+}
+
+/// Runs deopt expecting failure; returns stderr, checked to be one line without a panic.
+fn fails(args: &[&str]) -> String {
+    let out = deopt(args);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!out.status.success(), "expected failure for {args:?}");
+    assert!(!err.contains("panicked"), "{err}");
+    // llama.cpp itself may print its own error line for a broken model file before ours.
+    let ours: Vec<&str> = err.lines().filter(|l| l.starts_with("deopt:")).collect();
+    assert_eq!(ours.len(), 1, "one deopt line: {err}");
+    ours[0].to_string()
+}
+
+#[test]
+fn baselines_none_and_p1_give_different_dimensions() {
+    let none = json(&["eval", "--country", "SAU", "--survey", "vsm13", "--baseline", "none", "--json"]);
+    let p1 = json(&["eval", "--country", "SAU", "--survey", "vsm13", "--baseline", "p1", "--json"]);
+    let (a, b) = (dims(&none), dims(&p1));
+    assert_eq!(a.len(), 6);
+    assert!(a.iter().zip(&b).any(|(x, y)| (x - y).abs() > 0.1), "{a:?} vs {b:?}");
+    assert!(none["loss"].as_f64().unwrap() > 0.0);
+    // The plain report shows the same loss.
+    let out = deopt(&["eval", "--country", "SAU", "--baseline", "none"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("loss (L2 over PDI IDV MAS UAI LTO IVR)"), "{text}");
+}
+
+#[test]
+fn prompt_file_round_trips_and_per_item_probabilities_sum_to_one() {
+    let dir = tmpdir("prompt");
+    // A random soft prompt, saved and read back, answers as the random-soft baseline does.
+    let rs = json(&[
+        "eval",
+        "--country",
+        "SAU",
+        "--baseline",
+        "random-soft",
+        "--tokens",
+        "3",
+        "--seed",
+        "7",
+        "--json",
+        "--per-item",
+    ]);
+    for it in rs["items"].as_array().unwrap() {
+        let s: f64 = it["probs"].as_array().unwrap().iter().map(|p| p.as_f64().unwrap()).sum();
+        assert!((s - 1.0).abs() < 1e-9);
+    }
+    let m = deopt::model::resolve_model(None, deopt::model::Precision::F16).unwrap();
+    let model = deopt::llama::Model::load(&m.path, &Default::default()).unwrap();
+    use rand::SeedableRng;
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(7);
+    let p = deopt::init::draw(&model, deopt::init::InitKind::Vocab, 3, &mut rng).unwrap();
+    let path = dir.join("p.safetensors");
+    p.save(&path, &Default::default()).unwrap();
+    let (back, meta) = deopt::softprompt::SoftPrompt::load(&path).unwrap();
+    assert_eq!(back, p);
+    assert_eq!(meta["format"], "deopt-softprompt");
+    let fromfile = json(&["eval", "--country", "SAU", "--prompt", path.to_str().unwrap(), "--json"]);
+    assert_eq!(fromfile["loss"], rs["loss"]);
+}
+
+#[test]
+fn bad_model_and_prompt_files_give_one_clear_line() {
+    let dir = tmpdir("bad");
+    let err = fails(&["eval", "--country", "SAU", "--model", "/nonexistent/model.gguf"]);
+    assert!(err.contains("/nonexistent/model.gguf"), "{err}");
+    let text = dir.join("notes.gguf");
+    std::fs::write(&text, "this is not a model\n").unwrap();
+    let err = fails(&["eval", "--country", "SAU", "--model", text.to_str().unwrap()]);
+    assert!(err.contains("notes.gguf") && err.to_lowercase().contains("gguf"), "{err}");
+    // The first MiB of the real model: a GGUF header whose data is missing.
+    let m = deopt::model::resolve_model(None, deopt::model::Precision::Original).unwrap();
+    let bytes = std::fs::read(&m.path).unwrap();
+    let cut = dir.join("truncated.gguf");
+    std::fs::write(&cut, &bytes[..1 << 20]).unwrap();
+    let err = fails(&["eval", "--country", "SAU", "--model", cut.to_str().unwrap()]);
+    assert!(err.contains("truncated.gguf"), "{err}");
+
+    // Prompt files: wrong width, wrong rank, not safetensors.
+    let narrow = deopt::softprompt::SoftPrompt::new(2, 100, vec![0.5; 200]).unwrap();
+    let p = dir.join("narrow.safetensors");
+    narrow.save(&p, &Default::default()).unwrap();
+    let err = fails(&["eval", "--country", "SAU", "--prompt", p.to_str().unwrap()]);
+    assert!(err.contains("100 wide") && err.contains("640 wide"), "{err}");
+    let junk = dir.join("junk.safetensors");
+    std::fs::write(&junk, b"not safetensors at all").unwrap();
+    let err = fails(&["eval", "--country", "SAU", "--prompt", junk.to_str().unwrap()]);
+    assert!(err.contains("junk.safetensors") && err.contains("not a safetensors file"), "{err}");
+    let rank3 = dir.join("rank3.safetensors");
+    let data = vec![0u8; 4 * 2 * 2 * 640];
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2, 2, 640], &data).unwrap();
+    safetensors::serialize_to_file([("prompt", view)], &None, &rank3).unwrap();
+    let err = fails(&["eval", "--country", "SAU", "--prompt", rank3.to_str().unwrap()]);
+    assert!(err.contains("shape [2, 2, 640]") && err.contains("[T, n_embd]"), "{err}");
+
+    // A context too small for the layout.
+    let err = fails(&["eval", "--country", "SAU", "--baseline", "p1", "--ctx", "64"]);
+    assert!(err.contains("needs") && err.contains("--ctx allows 64"), "{err}");
+}
