@@ -58,6 +58,19 @@ pub struct EngineBench {
     pub peak_rss_mib: Option<f64>,
 }
 
+/// The benchmark workload.
+#[derive(Debug, Clone)]
+pub struct Workload<'a> {
+    /// Survey whose items are scored.
+    pub survey: &'a Survey,
+    /// Number of random soft prompts.
+    pub prompts: usize,
+    /// Rows per prompt.
+    pub rows: usize,
+    /// Seed of the prompts.
+    pub seed: u64,
+}
+
 /// Run the benchmark.
 ///
 /// # Errors
@@ -65,13 +78,11 @@ pub struct EngineBench {
 pub fn engine_bench(
     model: &Model,
     model_name: &str,
-    survey: &Survey,
     config: &EngineConfig,
-    prompts: usize,
-    rows: usize,
-    seed: u64,
+    work: &Workload<'_>,
     mut progress: impl FnMut(&str),
 ) -> Result<EngineBench> {
+    let (survey, prompts, rows, seed) = (work.survey, work.prompts, work.rows, work.seed);
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
     let soft: Vec<SoftPrompt> =
         (0..prompts).map(|_| init::draw(model, InitKind::Vocab, rows, &mut rng)).collect::<Result<_>>()?;

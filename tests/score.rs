@@ -167,7 +167,7 @@ fn vsm13_formulas_by_hand() {
     assert!((x[4].unwrap() - (40.0 * -2.0 + 25.0 * 4.0 + 50.0)).abs() < 1e-9);
     // IVR = 35(m12 - m11) + 40(m17 - m16) + C(ir)
     let x = metrics::vsm_indices(&vsm, &means(&[(12, 4.0), (11, 2.0), (17, 1.0), (16, 2.0)]), &c);
-    assert!((x[5].unwrap() - (35.0 * 2.0 + 40.0 * -1.0 + 60.0)).abs() < 1e-9);
+    assert!((x[5].unwrap() - (35.0 * 2.0 - 40.0 * 1.0 + 60.0)).abs() < 1e-9);
     // Neutral answers give the constants; a missing item blanks only its dimension.
     let mut m = means(&[]);
     let x = metrics::vsm_indices(&vsm, &m, &c);

@@ -35,16 +35,11 @@ pub fn run(args: BenchEngineArgs) -> Result<()> {
     let survey = Survey::builtin(SurveyKind::Vsm13)?;
     let config = args.model.engine_config();
     let bar = super::progress::spinner("benchmark", args.json);
-    let b = crate::bench::engine_bench(
-        &model,
-        &resolved.display_name,
-        &survey,
-        &config,
-        args.prompts,
-        args.tokens,
-        args.seed,
-        |m| bar.set_message(m.to_string()),
-    )?;
+    let work =
+        crate::bench::Workload { survey: &survey, prompts: args.prompts, rows: args.tokens, seed: args.seed };
+    let b = crate::bench::engine_bench(&model, &resolved.display_name, &config, &work, |m| {
+        bar.set_message(m.to_string())
+    })?;
     bar.finish_and_clear();
     let text = serde_json::to_string_pretty(&b)?;
     crate::fsutil::write_atomic(&args.out, text.as_bytes())?;
