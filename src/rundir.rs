@@ -70,9 +70,8 @@ fn opt(v: Option<f64>) -> String {
     v.map_or_else(String::new, |x| x.to_string())
 }
 
-/// history.csv from its rows. Floats use Rust's shortest round-trip form, so the bytes depend
-/// only on the values.
-pub fn history_csv(rows: &[HistoryRow], vsm: bool) -> String {
+/// The history.csv header.
+fn header(vsm: bool) -> String {
     let mut s = String::from("generation,evaluations,best,median,worst,best_so_far,");
     if vsm {
         for d in Dimension::ALL {
@@ -81,34 +80,101 @@ pub fn history_csv(rows: &[HistoryRow], vsm: bool) -> String {
     } else {
         s.push_str("cas,");
     }
-    s.push_str("holdout,f_mean,f_sd,cr_mean,cr_sd,diversity,successes,tokens\n");
-    for r in rows {
-        let _ = write!(
-            s,
-            "{},{},{},{},{},{},",
-            r.generation, r.evaluations, r.best, r.median, r.worst, r.best_so_far
-        );
-        if vsm {
-            for i in 0..6 {
-                let _ = write!(s, "{},", opt(r.dimensions.get(i).copied().flatten()));
-            }
-        } else {
-            let _ = write!(s, "{},", opt(r.cas));
+    s.push_str("holdout,f_mean,f_sd,cr_mean,cr_sd,diversity,successes,tokens");
+    s
+}
+
+/// One row as a CSV line (no newline); VSM13 rows are those with dimensions.
+fn row_line(r: &HistoryRow, vsm: bool) -> String {
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "{},{},{},{},{},{},",
+        r.generation, r.evaluations, r.best, r.median, r.worst, r.best_so_far
+    );
+    if vsm {
+        for i in 0..6 {
+            let _ = write!(s, "{},", opt(r.dimensions.get(i).copied().flatten()));
         }
-        let _ = writeln!(
-            s,
-            "{},{},{},{},{},{},{},{}",
-            opt(r.holdout),
-            opt(r.f.map(|m| m.0)),
-            opt(r.f.map(|m| m.1)),
-            opt(r.cr.map(|m| m.0)),
-            opt(r.cr.map(|m| m.1)),
-            r.diversity,
-            r.successes,
-            r.tokens
-        );
+    } else {
+        let _ = write!(s, "{},", opt(r.cas));
+    }
+    let _ = write!(
+        s,
+        "{},{},{},{},{},{},{},{}",
+        opt(r.holdout),
+        opt(r.f.map(|m| m.0)),
+        opt(r.f.map(|m| m.1)),
+        opt(r.cr.map(|m| m.0)),
+        opt(r.cr.map(|m| m.1)),
+        r.diversity,
+        r.successes,
+        r.tokens
+    );
+    s
+}
+
+/// Parse what [`row_line`] wrote (20 fields for VSM13, 15 for WVS). Rust's float formatting
+/// and parsing round-trip exactly, unlike JSON numbers through serde_json's default parser,
+/// which is why checkpoints keep history rows as these lines.
+fn parse_line(line: &str) -> Result<HistoryRow, String> {
+    let c: Vec<&str> = line.split(',').collect();
+    let vsm = match c.len() {
+        20 => true,
+        15 => false,
+        n => return Err(format!("history row has {n} fields: {line}")),
+    };
+    let bad = |i: usize| format!("history row field {} is not a number: {line}", i + 1);
+    let f = |i: usize| c[i].parse::<f64>().map_err(|_| bad(i));
+    let u = |i: usize| c[i].parse::<u64>().map_err(|_| bad(i));
+    let o = |i: usize| if c[i].is_empty() { Ok(None) } else { f(i).map(Some) };
+    let pair = |i: usize| -> Result<Option<(f64, f64)>, String> { Ok(o(i)?.zip(o(i + 1)?)) };
+    let k = if vsm { 12 } else { 7 };
+    Ok(HistoryRow {
+        generation: u(0)?,
+        evaluations: u(1)?,
+        best: f(2)?,
+        median: f(3)?,
+        worst: f(4)?,
+        best_so_far: f(5)?,
+        dimensions: if vsm { (6..12).map(o).collect::<Result<_, _>>()? } else { Vec::new() },
+        cas: if vsm { None } else { o(6)? },
+        holdout: o(k)?,
+        f: pair(k + 1)?,
+        cr: pair(k + 3)?,
+        diversity: f(k + 5)?,
+        successes: u(k + 6)? as usize,
+        tokens: u(k + 7)?,
+    })
+}
+
+/// history.csv from its rows. Floats use Rust's shortest round-trip form, so the bytes depend
+/// only on the values.
+pub fn history_csv(rows: &[HistoryRow], vsm: bool) -> String {
+    let mut s = header(vsm);
+    s.push('\n');
+    for r in rows {
+        s.push_str(&row_line(r, vsm));
+        s.push('\n');
     }
     s
+}
+
+/// Serde for checkpoint history: rows as their exact CSV lines.
+mod rows_as_lines {
+    use serde::{de::Error as _, Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::HistoryRow;
+
+    pub fn serialize<S: Serializer>(rows: &[HistoryRow], s: S) -> Result<S::Ok, S::Error> {
+        let lines: Vec<String> = rows.iter().map(|r| super::row_line(r, !r.dimensions.is_empty())).collect();
+        lines.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<HistoryRow>, D::Error> {
+        let lines = Vec::<String>::deserialize(d)?;
+        lines.iter().map(|l| super::parse_line(l).map_err(D::Error::custom)).collect()
+    }
 }
 
 /// Everything a resumed run needs besides config.json.
@@ -118,7 +184,8 @@ pub struct Checkpoint {
     pub format: String,
     /// The optimizer (what [`crate::optim::Optimizer::to_checkpoint`] wrote), as JSON.
     pub optimizer: serde_json::Value,
-    /// History rows so far.
+    /// History rows so far, stored as their CSV lines so floats round-trip exactly.
+    #[serde(with = "rows_as_lines")]
     pub history: Vec<HistoryRow>,
     /// Last generation whose best-so-far improved (for `--stagnation`).
     pub last_improvement: u64,
@@ -229,7 +296,11 @@ mod tests {
             successes: 2,
             tokens: 100,
         };
-        let s = history_csv(&[r], true);
-        assert_eq!(s.lines().nth(1).unwrap(), "1,8,1.5,2,3,1.5,1,,,,,-2.5,,0.5,0,,,0.25,2,100");
+        let s = history_csv(&[r.clone()], true);
+        let line = s.lines().nth(1).unwrap();
+        assert_eq!(line, "1,8,1.5,2,3,1.5,1,,,,,-2.5,,0.5,0,,,0.25,2,100");
+        assert_eq!(parse_line(line).unwrap(), r);
+        let awkward = HistoryRow { best: 49.800450998635036, dimensions: vec![Some(0.1 + 0.2); 6], ..r };
+        assert_eq!(parse_line(&row_line(&awkward, true)).unwrap(), awkward);
     }
 }

@@ -17,7 +17,9 @@ fn tmp(name: &str) -> PathBuf {
     d
 }
 
-const SMALL: [&str; 8] = ["--country", "SAU", "--pop", "4", "--tokens", "2", "--seed", "7"];
+/// With one VSM13 dimension held out (its 4 items), so the held-out column is exercised too.
+const SMALL: [&str; 10] =
+    ["--country", "SAU", "--pop", "4", "--tokens", "2", "--seed", "7", "--holdout", "0.2"];
 
 fn run_small(out_flag: &str, dir: &Path, gens: &str) -> Output {
     let mut a: Vec<&str> = SMALL.to_vec();
@@ -60,6 +62,18 @@ fn same_seed_same_history_and_resume_matches_uninterrupted() {
     assert_eq!(history(&again), first_part, "same seed must give the same history.csv");
     assert_eq!(history(&resumed), h, "resumed run must match the uninterrupted one");
     assert!(h.starts_with(&first_part));
+    // One dimension held out: its column is empty, the held-out loss is filled in.
+    let header: Vec<&str> = h.lines().next().unwrap().split(',').collect();
+    let holdout_col = header.iter().position(|c| *c == "holdout").unwrap();
+    for line in h.lines().skip(1) {
+        let cells: Vec<&str> = line.split(',').collect();
+        assert_eq!(cells[6..12].iter().filter(|c| c.is_empty()).count(), 1, "{line}");
+        assert!(cells[holdout_col].parse::<f64>().unwrap() > 0.0, "{line}");
+    }
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(straight.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["holdout_items"].as_array().unwrap().len(), 4);
+    assert_eq!(cfg["train_items"].as_array().unwrap().len(), 20);
     for d in [&straight, &resumed, &again] {
         for f in ["config.json", "checkpoint.json", "best_prompt.safetensors", "timing.csv"] {
             assert!(d.join(f).is_file(), "{} lacks {f}", d.display());
@@ -83,6 +97,8 @@ fn same_seed_same_history_and_resume_matches_uninterrupted() {
         "2",
         "--seed",
         "7",
+        "--holdout",
+        "0.2",
         "--resume",
         resumed.to_str().unwrap(),
         "--gens",

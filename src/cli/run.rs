@@ -440,7 +440,9 @@ pub fn run(args: RunArgs) -> Result<()> {
         None => {
             let dir = match &args.out {
                 Some(d) => {
-                    if d.join(rundir::CONFIG).exists() {
+                    // A directory killed before its first checkpoint holds no run yet and is
+                    // started afresh.
+                    if rundir::is_run(d) {
                         bail!("--out {}: already holds a run (continue it with --resume)", d.display());
                     }
                     d.clone()
@@ -505,7 +507,14 @@ pub fn run(args: RunArgs) -> Result<()> {
         let flag = Arc::clone(&interrupted);
         // Only one handler per process; a second `run` in the same process keeps the first.
         let _ = ctrlc::set_handler(move || {
-            flag.store(true, Ordering::SeqCst);
+            // A second Ctrl-C stops at once (the last checkpoint stays valid).
+            if flag.swap(true, Ordering::SeqCst) {
+                eprintln!("deopt: stopped without finishing the generation; the last checkpoint is kept");
+                std::process::exit(130);
+            }
+            eprintln!(
+                "deopt: finishing this generation, then writing a checkpoint (Ctrl-C again to stop now)"
+            );
         });
     }
 
