@@ -296,7 +296,7 @@ mod tests {
             successes: 2,
             tokens: 100,
         };
-        let s = history_csv(&[r.clone()], true);
+        let s = history_csv(std::slice::from_ref(&r), true);
         let line = s.lines().nth(1).unwrap();
         assert_eq!(line, "1,8,1.5,2,3,1.5,1,,,,,-2.5,,0.5,0,,,0.25,2,100");
         assert_eq!(parse_line(line).unwrap(), r);

@@ -286,11 +286,36 @@ fn fmt_opt(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |x| format!("{x:.2}"))
 }
 
-/// Run `deopt run`.
+/// Run `deopt run`, then write the run's report (see `deopt report`) if it finished.
+///
+/// # Errors
+/// As [`run_to`]; a failed report is only a warning.
+pub fn run(args: RunArgs) -> Result<()> {
+    let model = args.model.clone();
+    let outcome = run_to(args)?;
+    if outcome.finished {
+        match super::report::report_run(&outcome.dir, &model) {
+            Ok(report) => eprintln!("report: {}", report.display()),
+            Err(e) => eprintln!("deopt: warning: no report written: {e:#}"),
+        }
+    }
+    Ok(())
+}
+
+/// Where a run went and whether it finished (a stop condition held) or was interrupted.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// The run directory.
+    pub dir: PathBuf,
+    /// A stop condition ended the run (false: Ctrl-C).
+    pub finished: bool,
+}
+
+/// Run `deopt run` without writing a report (what `deopt sweep` calls for each run).
 ///
 /// # Errors
 /// Bad flags, a resume directory that is not a compatible run, model or engine failures.
-pub fn run(args: RunArgs) -> Result<()> {
+pub fn run_to(args: RunArgs) -> Result<RunOutcome> {
     let (strategy, config) = validate(&args)?;
     let task = args.task.task()?;
     let settings = settings(&args, strategy, &task.country.iso3);
@@ -618,14 +643,31 @@ pub fn run(args: RunArgs) -> Result<()> {
     bar.finish_and_clear();
 
     let last = ckpt.history.last().expect("at least generation 0");
-    let shown = dir.display();
     if stop_reason.is_none() {
         eprintln!(
-            "interrupted after generation {}; checkpoint written. Continue with: deopt run --resume {shown} <the same flags>",
-            last.generation
+            "interrupted after generation {}; checkpoint written. Continue with: {}",
+            last.generation,
+            resume_command(&dir)
         );
     }
-    summary(&task, &baseline, baseline_held.as_ref(), &ckpt, vsm, &dir, stop_reason.as_deref())
+    summary(&task, &baseline, baseline_held.as_ref(), &ckpt, vsm, &dir, stop_reason.as_deref())?;
+    Ok(RunOutcome { dir, finished: stop_reason.is_some() })
+}
+
+/// This process's command line with `--out`/`--resume` replaced by `--resume DIR`.
+fn resume_command(dir: &Path) -> String {
+    let mut parts = vec!["deopt".to_string()];
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--out" || a == "--resume" {
+            args.next();
+        } else if !(a.starts_with("--out=") || a.starts_with("--resume=")) {
+            parts.push(a);
+        }
+    }
+    parts.push("--resume".into());
+    parts.push(dir.display().to_string());
+    parts.join(" ")
 }
 
 /// The first stop condition that holds after `last`, as a message.
