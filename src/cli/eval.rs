@@ -20,7 +20,7 @@ use crate::softprompt::SoftPrompt;
 pub struct EvalArgs {
     #[command(flatten)]
     pub task: TaskArgs,
-    /// Soft prompt file (safetensors from `deopt run` or `deopt export`)
+    /// Soft prompt: safetensors from `deopt run`, or any `deopt export` output (PEFT directory, .npy)
     #[arg(long, value_name = "FILE", conflicts_with = "baseline")]
     pub prompt: Option<PathBuf>,
     /// Baseline instead of a prompt file (default: none)
@@ -52,7 +52,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let baseline = if args.prompt.is_some() { None } else { Some(args.baseline.unwrap_or(Baseline::None)) };
     let (layout, prompt, what) = match (&args.prompt, baseline) {
         (Some(path), _) => {
-            let (p, _meta) = SoftPrompt::load(path)?;
+            let (p, _meta) = crate::export::load_any(path)?;
             p.check_width(n_embd, &path.display().to_string())?;
             (base, p, format!("soft prompt {} ({} rows)", path.display(), 0))
         }

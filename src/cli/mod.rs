@@ -12,6 +12,8 @@ pub mod bench_optimizer;
 pub mod common;
 pub mod countries;
 pub mod eval;
+pub mod export;
+pub mod generate;
 pub mod model_cmd;
 pub mod progress;
 pub mod run;
@@ -35,6 +37,10 @@ pub enum Command {
     Score(score::ScoreArgs),
     /// Evolve a soft prompt for a country (differential evolution)
     Run(run::RunArgs),
+    /// Export a run's best soft prompt (deopt safetensors, PEFT adapter, or .npy)
+    Export(export::ExportArgs),
+    /// Generate an open-ended answer with a soft prompt (--compare: also without)
+    Generate(generate::GenerateArgs),
     /// Download, verify and inspect the model (default: Gemma 3 270M)
     Model(model_cmd::ModelArgs),
     /// Benchmarks
@@ -74,6 +80,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Score(args) => score::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Run(args) => run::run(args),
+        Command::Export(args) => export::run(args),
+        Command::Generate(args) => generate::run(args),
         Command::Model(args) => model_cmd::run(args),
         Command::Bench(BenchCommand::Optimizer(args)) => bench_optimizer::run(args),
         Command::Bench(BenchCommand::Engine(args)) => bench_engine::run(args),
