@@ -16,8 +16,10 @@ pub mod export;
 pub mod generate;
 pub mod model_cmd;
 pub mod progress;
+pub mod report;
 pub mod run;
 pub mod score;
+pub mod sweep;
 
 /// Evolve soft prompts that align a frozen LLM with a country's survey answers.
 #[derive(Debug, Parser)]
@@ -37,6 +39,10 @@ pub enum Command {
     Score(score::ScoreArgs),
     /// Evolve a soft prompt for a country (differential evolution)
     Run(run::RunArgs),
+    /// Write report.md and charts (PNG, SVG) for a run or sweep directory
+    Report(report::ReportArgs),
+    /// Run a grid of mutation x recombination settings, repeated; merge shard directories
+    Sweep(sweep::SweepArgs),
     /// Export a run's best soft prompt (deopt safetensors, PEFT adapter, or .npy)
     Export(export::ExportArgs),
     /// Generate an open-ended answer with a soft prompt (--compare: also without)
@@ -80,6 +86,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Score(args) => score::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Run(args) => run::run(args),
+        Command::Report(args) => report::run(args),
+        Command::Sweep(args) => sweep::run(args),
         Command::Export(args) => export::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Model(args) => model_cmd::run(args),

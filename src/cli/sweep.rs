@@ -1,0 +1,242 @@
+//! `deopt sweep`: run a (mutation x recombination) grid of `deopt run`s, repeated, and
+//! summarise it; `deopt sweep merge` combines shard directories.
+//!
+//! Each run is an ordinary run directory under `<sweep>/runs/`, so a sweep resumes by
+//! skipping finished runs and continuing a checkpointed one with the run's own resume. The
+//! layout and the tables are [`crate::sweep`]'s.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Result};
+use clap::Parser as _;
+
+use super::common::ModelArgs;
+use super::run::{run_to, RunArgs};
+use crate::optim::Strategy;
+use crate::report;
+use crate::survey::SurveyKind;
+use crate::sweep::{self, RunState, SweepSettings};
+
+/// Flags of `deopt sweep`.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct SweepArgs {
+    #[command(subcommand)]
+    pub command: Option<SweepCommand>,
+    /// Country: ISO3 code, English name or alias (required unless merging)
+    #[arg(long)]
+    pub country: Option<String>,
+    /// Survey the model answers
+    #[arg(long, value_enum, default_value_t = SurveyKind::Vsm13)]
+    pub survey: SurveyKind,
+    /// Mutation factors F of the grid, comma-separated, each in (0, 2]
+    #[arg(long, value_name = "LIST", default_value = "0.3,0.5,0.8")]
+    pub mutation: String,
+    /// Recombination rates CR of the grid, comma-separated, each in [0, 1]
+    #[arg(long, value_name = "LIST", default_value = "0.3,0.7,0.9")]
+    pub recombination: String,
+    /// Population size N of every run
+    #[arg(long, default_value_t = 32)]
+    pub pop: usize,
+    /// Soft prompt rows T of every run
+    #[arg(long, default_value_t = 10)]
+    pub tokens: usize,
+    /// DE strategy of every run (see `deopt run --help`)
+    #[arg(long, default_value = "rand1bin", value_name = "NAME")]
+    pub strategy: String,
+    /// Generations per run
+    #[arg(long, default_value_t = 50)]
+    pub gens: u64,
+    /// Runs per cell, each with its own seed
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
+    /// Seed of the sweep; each run's seed is derived from it, the cell and the repeat
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Held-out share of the survey in every run (see `deopt run --holdout`)
+    #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
+    pub holdout: f64,
+    /// Sweep directory [default: results/sweep-<date>-<COUNTRY>-<id>]; an existing sweep
+    /// with the same settings is continued
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Run only the runs whose index % n == i - 1 (1-based i), e.g. 1/2 and 2/2 on two machines
+    #[arg(long, value_name = "i/n")]
+    pub shard: Option<String>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// Subcommands of `deopt sweep`.
+#[derive(Debug, clap::Subcommand)]
+pub enum SweepCommand {
+    /// Combine shard directories of one sweep into one directory with sweep.csv and summary.csv
+    Merge(MergeArgs),
+}
+
+/// Flags of `deopt sweep merge`.
+#[derive(Debug, clap::Args)]
+pub struct MergeArgs {
+    /// Shard directories (from `deopt sweep --shard`)
+    #[arg(value_name = "DIR", required = true)]
+    pub dirs: Vec<PathBuf>,
+    /// Merged sweep directory
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+/// `deopt run`'s flags, to build each run's [`RunArgs`] with `deopt run`'s own defaults.
+#[derive(Debug, clap::Parser)]
+struct RunCli {
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// Cheap checks, before any run: the sweep's settings and the shard.
+fn settings(args: &SweepArgs) -> Result<(SweepSettings, Option<(usize, usize)>)> {
+    let country =
+        args.country.clone().ok_or_else(|| anyhow!("--country is required (or use `deopt sweep merge`)"))?;
+    let mutation = sweep::parse_grid("--mutation", &args.mutation, 0.0, true, 2.0)?;
+    let recombination = sweep::parse_grid("--recombination", &args.recombination, 0.0, false, 1.0)?;
+    let strategy: Strategy = args.strategy.parse()?;
+    if args.repeats == 0 {
+        bail!("--repeats 0: expected at least one run per cell");
+    }
+    let shard = args.shard.as_deref().map(sweep::parse_shard).transpose()?;
+    let survey = match args.survey {
+        SurveyKind::Vsm13 => "vsm13",
+        SurveyKind::Wvs => "wvs",
+    };
+    let s = SweepSettings {
+        country,
+        survey: survey.into(),
+        pop: args.pop,
+        tokens: args.tokens,
+        strategy: strategy.name().into(),
+        gens: args.gens,
+        repeats: args.repeats,
+        seed: args.seed,
+        holdout: args.holdout,
+        mutation,
+        recombination,
+    };
+    Ok((s, shard))
+}
+
+fn run_args(s: &SweepSettings, spec: &sweep::RunSpec, model: &ModelArgs) -> Result<RunArgs> {
+    let argv: Vec<String> = [
+        "deopt",
+        "--country",
+        &s.country,
+        "--survey",
+        &s.survey,
+        "--pop",
+        &s.pop.to_string(),
+        "--tokens",
+        &s.tokens.to_string(),
+        "--strategy",
+        &s.strategy,
+        "--mutation",
+        &spec.mutation.to_string(),
+        "--recombination",
+        &spec.recombination.to_string(),
+        "--gens",
+        &s.gens.to_string(),
+        "--seed",
+        &spec.seed.to_string(),
+        "--holdout",
+        &s.holdout.to_string(),
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let mut cli = RunCli::try_parse_from(&argv).map_err(|e| {
+        anyhow!("{}", e.to_string().lines().next().unwrap_or("").trim_start_matches("error: "))
+    })?;
+    cli.run.model = model.clone();
+    Ok(cli.run)
+}
+
+/// Run `deopt sweep` (or `deopt sweep merge`).
+///
+/// # Errors
+/// Bad flags, a directory with another sweep, a failed run; an interrupted run stops the
+/// sweep with an error that says how to continue.
+pub fn run(args: SweepArgs) -> Result<()> {
+    if let Some(SweepCommand::Merge(m)) = args.command {
+        return merge(&m);
+    }
+    let (s, shard) = settings(&args)?;
+    let dir = match &args.out {
+        Some(d) => d.clone(),
+        None => {
+            let id = crate::rundir::short_id(&serde_json::to_value(&s)?);
+            Path::new("results").join(format!(
+                "sweep-{}-{}-{id}",
+                crate::rundir::today_utc(),
+                s.country.to_uppercase()
+            ))
+        }
+    };
+    sweep::init_dir(&dir, &s)?;
+    let all = sweep::plan(&s);
+    let mine: Vec<&sweep::RunSpec> =
+        all.iter().filter(|r| shard.is_none_or(|(i, n)| r.index % n == i - 1)).collect();
+    eprintln!(
+        "sweep {}: {} runs{}",
+        dir.display(),
+        mine.len(),
+        shard.map(|(i, n)| format!(" (shard {i}/{n} of {})", all.len())).unwrap_or_default()
+    );
+    for (k, spec) in mine.iter().enumerate() {
+        let rd = sweep::run_dir(&dir, spec);
+        let state = sweep::run_state(&rd, s.gens);
+        let what = match state {
+            RunState::Finished => "finished already, skipped",
+            RunState::Partial => "resuming",
+            RunState::Missing => "running",
+        };
+        eprintln!("sweep: run {}/{} {} (seed {}): {what}", k + 1, mine.len(), spec.name(), spec.seed);
+        if state == RunState::Finished {
+            continue;
+        }
+        let mut ra = run_args(&s, spec, &args.model)?;
+        match state {
+            RunState::Partial => ra.resume = Some(rd.clone()),
+            _ => ra.out = Some(rd.clone()),
+        }
+        let outcome = run_to(ra).map_err(|e| anyhow!("run {}: {e:#}", rd.display()))?;
+        if !outcome.finished {
+            sweep::write_tables(&dir, &s)?;
+            bail!("sweep interrupted; continue it by running the same command again");
+        }
+    }
+    let (results, cells) = sweep::write_tables(&dir, &s)?;
+    finish(&dir, results.len(), all.len(), &cells)
+}
+
+fn merge(m: &MergeArgs) -> Result<()> {
+    let (s, results, cells) = sweep::merge(&m.dirs, &m.out)?;
+    finish(&m.out, results.len(), sweep::plan(&s).len(), &cells)
+}
+
+/// Report and a short summary on stdout.
+fn finish(dir: &Path, done: usize, planned: usize, cells: &[sweep::CellSummary]) -> Result<()> {
+    if let Err(e) = report::write_sweep_report(dir) {
+        eprintln!("deopt: warning: no report written: {e:#}");
+    }
+    println!("sweep {}: {done} of {planned} runs finished", dir.display());
+    if let Some(b) = cells.iter().find(|c| c.best_cell) {
+        println!(
+            "best cell (lowest median final loss): F={} CR={}, median {:.4} over {} runs",
+            b.mutation,
+            b.recombination,
+            crate::optim::stats::median(&b.losses).unwrap_or(f64::NAN),
+            b.losses.len()
+        );
+    }
+    for f in [sweep::SWEEP_CSV, sweep::SUMMARY_CSV, report::REPORT] {
+        println!("{}", dir.join(f).display());
+    }
+    Ok(())
+}
