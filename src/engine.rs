@@ -130,6 +130,19 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// The plan for a range of its items (a new plan id).
+    pub fn subset(plan: &Plan, range: std::ops::Range<usize>) -> Plan {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 40);
+        Plan {
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            items: plan.items[range].to_vec(),
+            example: plan.example.clone(),
+            chat: plan.chat,
+        }
+    }
+}
+
 /// The model's answer distribution on one item.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ItemScore {
@@ -226,7 +239,7 @@ struct Schedule {
 }
 
 impl Schedule {
-    fn build(plan: &Plan, rows: usize) -> Schedule {
+    fn build(plan: &Plan, rows: usize, gen: bool) -> Schedule {
         let all_embd = rows > 0;
         // Uncompressed trie: per node its unit, children by unit, and wanted slots.
         struct Raw {
@@ -250,7 +263,11 @@ impl Schedule {
             // Label prefixes whose next-token distribution is needed: every proper prefix of a
             // label, and every label that another label extends.
             let mut prefixes: Vec<Vec<Token>> = Vec::new();
-            for l in &item.labels {
+            if gen {
+                // Generation reads the whole next-token distribution at the cue only.
+                prefixes.push(Vec::new());
+            }
+            for l in item.labels.iter().filter(|_| !gen) {
                 for j in 0..=l.len() {
                     let p = l[..j].to_vec();
                     let extended = item.labels.iter().any(|m| m.len() > j && m[..j] == p[..]);
@@ -356,7 +373,7 @@ pub struct Engine<'m> {
     ctx_cells: usize,
     /// The head currently held in KV sequence 0.
     held_head: Option<Vec<Token>>,
-    schedules: HashMap<(u64, usize), Schedule>,
+    schedules: HashMap<(u64, usize, bool), Schedule>,
     stats: EngineStats,
 }
 
@@ -392,15 +409,15 @@ impl<'m> Engine<'m> {
 
     /// KV cells (tokens of context) a plan needs with soft prompts of `rows` rows.
     pub fn cells_needed(&mut self, plan: &Plan, rows: usize) -> usize {
-        let s = self.schedule(plan, rows);
+        let s = self.schedule(plan, rows, false);
         s.head.len() + s.cells
     }
 
-    fn schedule(&mut self, plan: &Plan, rows: usize) -> &Schedule {
-        let key = (plan.id, rows);
+    fn schedule(&mut self, plan: &Plan, rows: usize, gen: bool) -> &Schedule {
+        let key = (plan.id, rows, gen);
         let model = self.model;
         self.schedules.entry(key).or_insert_with(|| {
-            let mut s = Schedule::build(plan, rows);
+            let mut s = Schedule::build(plan, rows, gen);
             if s.all_embd {
                 let mut toks: Vec<Token> = s
                     .nodes
@@ -448,9 +465,11 @@ impl<'m> Engine<'m> {
         }
         let mut out = Vec::with_capacity(prompts.len());
         for p in prompts {
-            let sched = self.schedule(plan, p.rows()).clone();
+            let sched = self.schedule(plan, p.rows(), false).clone();
             self.ensure_context(&sched)?;
-            out.push(self.score_one(&sched, plan, p)?);
+            let (logp, _, _) = self.run_schedule(&sched, p, false)?;
+            self.stats.pairs += plan.items.len() as u64;
+            out.push(item_scores(plan, &sched, &logp));
         }
         Ok(out)
     }
@@ -503,7 +522,16 @@ impl<'m> Engine<'m> {
         Ok(())
     }
 
-    fn score_one(&mut self, s: &Schedule, plan: &Plan, prompt: &SoftPrompt) -> Result<Vec<ItemScore>> {
+    /// Decode a prompt's trie. Returns log-probabilities per slot, the most probable next token
+    /// per slot, and with `keep` the (sequence, next position) holding each slot's context,
+    /// left alive for generation (the caller releases them).
+    #[allow(clippy::type_complexity)]
+    fn run_schedule(
+        &mut self,
+        s: &Schedule,
+        prompt: &SoftPrompt,
+        keep: bool,
+    ) -> Result<(Vec<HashMap<Token, f64>>, Vec<Token>, Vec<(SeqId, Pos)>)> {
         let ctx = self.ctx.as_mut().expect("context");
         let n_embd = self.model.n_embd_inp();
         let batch_cap = self.config.batch;
@@ -511,6 +539,9 @@ impl<'m> Engine<'m> {
         let mut emb_batch = EmbdBatch::new(batch_cap, n_embd, 1)?;
         // log p(next) per slot and token.
         let mut logp: Vec<HashMap<Token, f64>> = vec![HashMap::new(); s.slots.len()];
+        let mut best: Vec<Token> = vec![0; s.slots.len()];
+        let mut kept: Vec<(SeqId, Pos)> = vec![(-1, 0); s.slots.len()];
+        let mut kept_seqs: BTreeSet<SeqId> = BTreeSet::new();
 
         let mut free: BTreeSet<SeqId> = (1..self.config.seq_max as SeqId).collect();
         let mut ready: VecDeque<(usize, SeqId)> = VecDeque::new();
@@ -610,6 +641,7 @@ impl<'m> Engine<'m> {
                     self.stats.computed += chunk.len() as u64;
                     for (i, slot) in wanted {
                         let logits = ctx.logits(i)?;
+                        best[slot] = argmax(logits);
                         let lse = log_sum_exp(logits);
                         for &t in &s.slots[slot].next {
                             logp[slot].insert(t, f64::from(logits[t as usize]) - lse);
@@ -620,7 +652,16 @@ impl<'m> Engine<'m> {
             // Children: the first continues in the node's sequence, the others wait for one.
             for &(n, seq) in &wave {
                 let kids = &s.nodes[n].children;
+                if keep {
+                    for &(_, slot) in &s.nodes[n].want {
+                        kept[slot] = (seq, s.nodes[n].end());
+                        kept_seqs.insert(seq);
+                    }
+                }
                 if kids.is_empty() {
+                    if keep && kept_seqs.contains(&seq) {
+                        continue;
+                    }
                     if holds.get(&seq).copied().unwrap_or(0) > 0 {
                         ended.insert(seq);
                     } else {
@@ -635,11 +676,101 @@ impl<'m> Engine<'m> {
                 }
             }
         }
-        // Everything but the head is released; the context is ready for the next prompt.
-        debug_assert_eq!(free.len(), self.config.seq_max - 1);
+        // Everything but the head (and kept sequences) is released.
+        debug_assert_eq!(free.len() + kept_seqs.len(), self.config.seq_max - 1);
         self.stats.logical += s.logical;
-        self.stats.pairs += plan.items.len() as u64;
-        Ok(item_scores(plan, s, &logp))
+        Ok((logp, best, kept))
+    }
+
+    /// Greedy generation after each item's answer cue, batched over items: the text the model
+    /// writes (up to `max_tokens` tokens, ending at a line break, the end-of-text token, or the
+    /// end of the first number). Used by `--answers generate`, which parses the first integer
+    /// as CultureSPA does.
+    ///
+    /// # Errors
+    /// As [`Engine::score`].
+    pub fn generate(&mut self, plan: &Plan, prompt: &SoftPrompt, max_tokens: usize) -> Result<Vec<String>> {
+        let n_embd = self.model.n_embd_inp();
+        prompt.check_width(n_embd, "soft prompt")?;
+        let mut texts = Vec::with_capacity(plan.items.len());
+        // Each item keeps a sequence alive while generating: take items in chunks that leave
+        // room for the trie's branches.
+        let chunk = (self.config.seq_max / 2).max(1);
+        for start in (0..plan.items.len()).step_by(chunk) {
+            let sub = Plan::subset(plan, start..(start + chunk).min(plan.items.len()));
+            let sched = self.schedule(&sub, prompt.rows(), true).clone();
+            self.ensure_context(&sched)?;
+            let (_, first, kept) = self.run_schedule(&sched, prompt, true)?;
+            texts.extend(self.greedy(&first, &kept, max_tokens)?);
+            self.stats.pairs += sub.items.len() as u64;
+            self.schedules.remove(&(sub.id, prompt.rows(), true));
+        }
+        Ok(texts)
+    }
+
+    /// Continue every kept sequence greedily; slot k's text goes to output k. Releases the
+    /// sequences at the end.
+    fn greedy(&mut self, first: &[Token], kept: &[(SeqId, Pos)], max_tokens: usize) -> Result<Vec<String>> {
+        let model = self.model;
+        let ctx = self.ctx.as_mut().expect("context");
+        // One generation per distinct sequence (identical items share one).
+        let mut seqs: Vec<SeqId> = kept.iter().map(|k| k.0).collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        struct Gen {
+            seq: SeqId,
+            pos: Pos,
+            next: Token,
+            text: String,
+            digits: bool,
+            done: bool,
+        }
+        let mut gens: Vec<Gen> = seqs
+            .iter()
+            .map(|&seq| {
+                let k = kept.iter().position(|x| x.0 == seq).expect("kept");
+                Gen { seq, pos: kept[k].1, next: first[k], text: String::new(), digits: false, done: false }
+            })
+            .collect();
+        let eos = model.eos();
+        let mut batch = TokenBatch::new(gens.len().max(1), 1)?;
+        for step in 0..max_tokens {
+            batch.clear();
+            let mut idx = Vec::new();
+            for (g_i, g) in gens.iter_mut().enumerate().filter(|(_, g)| !g.done) {
+                let piece = model.token_to_piece(g.next, false).unwrap_or_default();
+                let has_digit = piece.chars().any(|c| c.is_ascii_digit());
+                let ends_number = g.digits && !piece.chars().all(|c| c.is_ascii_digit());
+                if Some(g.next) == eos || piece.contains('\n') || ends_number {
+                    g.done = true;
+                    continue;
+                }
+                g.text.push_str(&piece);
+                g.digits |= has_digit;
+                if step + 1 == max_tokens {
+                    g.done = true;
+                    continue;
+                }
+                idx.push((g_i, batch.push(g.next, g.pos, &[g.seq], true)?));
+                g.pos += 1;
+            }
+            if idx.is_empty() {
+                break;
+            }
+            ctx.decode_tokens(&batch)?;
+            self.stats.decode_calls += 1;
+            self.stats.computed += idx.len() as u64;
+            for (g_i, b_i) in idx {
+                gens[g_i].next = argmax(ctx.logits(b_i)?);
+            }
+        }
+        for g in &gens {
+            ctx.seq_rm(g.seq, -1, -1)?;
+        }
+        Ok(kept
+            .iter()
+            .map(|k| gens.iter().find(|g| g.seq == k.0).map(|g| g.text.clone()).unwrap_or_default())
+            .collect())
     }
 }
 
@@ -681,6 +812,16 @@ fn item_scores(plan: &Plan, s: &Schedule, logp: &[HashMap<Token, f64>]) -> Vec<I
             ItemScore { probs, label_mass: mass }
         })
         .collect()
+}
+
+fn argmax(x: &[f32]) -> Token {
+    let mut best = 0;
+    for (i, v) in x.iter().enumerate() {
+        if *v > x[best] {
+            best = i;
+        }
+    }
+    best as Token
 }
 
 fn log_sum_exp(x: &[f32]) -> f64 {

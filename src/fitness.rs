@@ -22,6 +22,9 @@ pub enum AnswerMode {
     Expected,
     /// The most probable option.
     Argmax,
+    /// Greedy generation after the cue, then the first integer in the text (CultureSPA's
+    /// parsing), for faithful comparison with generation-based evaluations. `deopt eval` only.
+    Generate,
 }
 
 /// Which WVS score is the fitness (as minus the score).
@@ -95,35 +98,60 @@ impl Task {
     /// # Errors
     /// If nothing can be scored (no dimension with a target, no item with a reference).
     pub fn evaluate(&self, items: &[usize], scores: &[ItemScore]) -> Result<Evaluation> {
-        let answers: Vec<f64> = items
+        let answers: Vec<Option<f64>> = items
             .iter()
             .zip(scores)
             .map(|(&i, s)| {
                 let first = self.survey.items[i].first_code;
                 match self.mode {
-                    AnswerMode::Expected => s.expected(first),
-                    AnswerMode::Argmax => f64::from(s.argmax(first)),
+                    AnswerMode::Expected => Ok(Some(s.expected(first))),
+                    AnswerMode::Argmax => Ok(Some(f64::from(s.argmax(first)))),
+                    AnswerMode::Generate => {
+                        Err(anyhow!("--answers generate needs generated texts (Task::evaluate_texts)"))
+                    }
                 }
             })
-            .collect();
+            .collect::<Result<_>>()?;
+        self.evaluate_answers(items, &answers, Some(scores))
+    }
+
+    /// Score generated texts: each parsed as CultureSPA does (first integer 0-10); unparsable
+    /// answers count as unanswered (VSM13: their dimensions are skipped; WVS: dropped).
+    pub fn evaluate_texts(&self, items: &[usize], texts: &[String]) -> Result<Evaluation> {
+        let answers: Vec<Option<f64>> =
+            texts.iter().map(|t| metrics::parse_culturespa_answer(t).map(f64::from)).collect();
+        self.evaluate_answers(items, &answers, None)
+    }
+
+    /// Score answer values (None = unanswered), with the option distributions when known.
+    pub fn evaluate_answers(
+        &self,
+        items: &[usize],
+        answers: &[Option<f64>],
+        scores: Option<&[ItemScore]>,
+    ) -> Result<Evaluation> {
         match &self.target {
             Target::Hofstede { row, constants, loss } => {
                 let mut means = vec![None; self.survey.items.len()];
-                for (&i, a) in items.iter().zip(&answers) {
-                    means[i] = Some(*a);
+                for (&i, a) in items.iter().zip(answers) {
+                    means[i] = *a;
                 }
                 let dims = metrics::vsm_indices(&self.survey, &means, constants);
                 let l = metrics::dimension_loss(&dims, &row.values(), *loss).map_err(|e| anyhow!("{e}"))?;
+                let answers = answers.iter().map(|a| a.unwrap_or(f64::NAN)).collect();
                 Ok(Evaluation { fitness: l.loss, answers, dimensions: Some(dims), loss: Some(l), cas: None })
             }
             Target::Wvs { reference, metric } => {
                 let model: Vec<(String, ModelAnswer)> = items
                     .iter()
-                    .zip(&answers)
-                    .zip(scores)
-                    .map(|((&i, a), s)| {
-                        let probs = (self.mode == AnswerMode::Expected).then(|| s.probs.clone());
-                        (self.survey.items[i].id.clone(), ModelAnswer { value: *a, probs })
+                    .enumerate()
+                    .filter_map(|(k, &i)| {
+                        let value = answers[k]?;
+                        let probs = match (self.mode, scores) {
+                            (AnswerMode::Expected, Some(s)) => Some(s[k].probs.clone()),
+                            _ => None,
+                        };
+                        Some((self.survey.items[i].id.clone(), ModelAnswer { value, probs }))
                     })
                     .collect();
                 let r = metrics::cas(&self.survey, reference, &model).map_err(|e| anyhow!("{e}"))?;
@@ -133,6 +161,7 @@ impl Task {
                     CasMetric::Distribution => r.distribution_score,
                     CasMetric::ExpectedAnswer => r.expected_answer_score,
                 };
+                let answers = answers.iter().map(|a| a.unwrap_or(f64::NAN)).collect();
                 Ok(Evaluation { fitness: -score, answers, dimensions: None, loss: None, cas: Some(r) })
             }
         }

@@ -122,3 +122,29 @@ fn bad_model_and_prompt_files_give_one_clear_line() {
     let err = fails(&["eval", "--country", "SAU", "--baseline", "p1", "--ctx", "64"]);
     assert!(err.contains("needs") && err.contains("--ctx allows 64"), "{err}");
 }
+
+#[test]
+fn generate_mode_parses_greedy_answers_consistent_with_the_distribution() {
+    let v = json(&["eval", "--country", "SAU", "--answers", "generate", "--per-item", "--json"]);
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 24);
+    let mut checked = 0;
+    for it in items {
+        let text = it["generated"].as_str().unwrap();
+        let probs: Vec<f64> = it["probs"].as_array().unwrap().iter().map(|p| p.as_f64().unwrap()).collect();
+        let mass = it["label_mass"].as_f64().unwrap();
+        let (k, p) = probs.iter().enumerate().fold((0, 0.0), |b, (k, p)| if *p > b.1 { (k, *p) } else { b });
+        // A label holding more than half of all probability is the greedy first token.
+        if p * mass > 0.5 {
+            assert_eq!(deopt::metrics::parse_culturespa_answer(text), Some(k as i32 + 1), "{it}");
+            assert_eq!(it["answer"].as_f64().unwrap(), (k + 1) as f64);
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no item had a dominant label");
+    assert!(v["loss"].as_f64().unwrap() >= 0.0);
+    // Optimisation refuses generation-based answers.
+    let out = deopt(&["run", "--country", "SAU", "--answers", "generate", "--gens", "1", "--pop", "4"]);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!out.status.success() && err.contains("--answers generate"), "{err}");
+}

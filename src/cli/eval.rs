@@ -11,7 +11,7 @@ use super::common::{LayoutArgs, ModelArgs, TaskArgs};
 use crate::baseline::{self, Baseline};
 use crate::dimension::Dimension;
 use crate::engine::{Engine, Plan};
-use crate::fitness::{Evaluation, Target};
+use crate::fitness::{AnswerMode, Evaluation, Target};
 use crate::init::{self, InitKind};
 use crate::softprompt::SoftPrompt;
 
@@ -32,6 +32,9 @@ pub struct EvalArgs {
     /// Seed of the random soft prompt (--baseline random-soft)
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Most tokens generated per item with --answers generate
+    #[arg(long, default_value_t = 16)]
+    pub max_tokens: usize,
     /// Also print every item's answer distribution
     #[arg(long)]
     pub per_item: bool,
@@ -87,16 +90,32 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let mut engine = Engine::new(&model, args.model.engine_config())?;
     let bar = super::progress::spinner(&format!("scoring {} items", items.len()), args.json);
     let scores = engine.score(&plan, &[&prompt])?.remove(0);
-    bar.finish_and_clear();
     let idx: Vec<usize> = (0..items.len()).collect();
-    let ev = task.evaluate(&idx, &scores)?;
+    let mut texts = None;
+    let ev = if args.task.answers == AnswerMode::Generate {
+        bar.set_message(format!("generating answers to {} items", items.len()));
+        let t = engine.generate(&plan, &prompt, args.max_tokens)?;
+        let ev = task.evaluate_texts(&idx, &t)?;
+        texts = Some(t);
+        ev
+    } else {
+        task.evaluate(&idx, &scores)?
+    };
+    bar.finish_and_clear();
 
     let mut out = std::io::stdout().lock();
     let per_item: Vec<_> = items
         .iter()
         .zip(&scores)
         .zip(&ev.answers)
-        .map(|((it, s), a)| json!({"item": it.id, "probs": s.probs, "label_mass": s.label_mass, "answer": a}))
+        .enumerate()
+        .map(|(k, ((it, s), a))| {
+            let mut o = json!({"item": it.id, "probs": s.probs, "label_mass": s.label_mass, "answer": a});
+            if let Some(t) = &texts {
+                o["generated"] = json!(t[k]);
+            }
+            o
+        })
         .collect();
     if args.json {
         let mut obj = json!({
@@ -150,11 +169,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
     }
     if args.per_item {
-        for ((it, s), a) in items.iter().zip(&scores).zip(&ev.answers) {
+        for (k, ((it, s), a)) in items.iter().zip(&scores).zip(&ev.answers).enumerate() {
             let probs: Vec<String> = s.probs.iter().map(|p| format!("{p:.3}")).collect();
+            let gen = texts.as_ref().map_or(String::new(), |t| format!("  generated {:?}", t[k]));
             writeln!(
                 out,
-                "item {:<5} answer {:>5.2}  p = [{}]  label mass {:.3}",
+                "item {:<5} answer {:>5.2}  p = [{}]  label mass {:.3}{gen}",
                 it.id,
                 a,
                 probs.join(" "),

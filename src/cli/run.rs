@@ -200,6 +200,9 @@ fn validate(args: &RunArgs) -> Result<(Strategy, Config)> {
     if !(0.0..1.0).contains(&args.holdout) {
         bail!("--holdout {}: expected a fraction in [0, 1)", args.holdout);
     }
+    if args.task.answers == crate::fitness::AnswerMode::Generate {
+        bail!("--answers generate: optimisation scores answer distributions; use expected or argmax (generate is for deopt eval)");
+    }
     if args.tokens == 0 && args.init.uses_rows() {
         bail!("--tokens 0: a soft prompt needs at least one row");
     }
