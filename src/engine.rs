@@ -22,7 +22,7 @@ use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
 
 use crate::llama::{Context, ContextParams, EmbdBatch, Model, Pos, SeqId, Token, TokenBatch};
-use crate::render::{self, Layout, TemplateKind, CUE};
+use crate::render::{self, Layout};
 use crate::softprompt::SoftPrompt;
 use crate::survey::Item;
 
@@ -79,33 +79,13 @@ impl Plan {
     /// # Errors
     /// If the layout asks for a chat template the model lacks, or tokenization fails.
     pub fn new(model: &Model, items: &[&Item], layout: &Layout) -> Result<Plan> {
-        let chat = match layout.template {
-            TemplateKind::Plain => false,
-            TemplateKind::Auto => model.chat_template().is_some(),
-            TemplateKind::Chat => {
-                if model.chat_template().is_none() {
-                    bail!("--template chat: the model has no chat template (use --template plain)");
-                }
-                true
-            }
-        };
+        let chat = render::use_chat(model, layout.template)?;
         let bos = model.bos();
         let mut planned = Vec::with_capacity(items.len());
         let mut example = String::new();
         for (n, item) in items.iter().enumerate() {
             let (system, user) = render::messages(layout, item);
-            let text = if chat {
-                let mut msgs: Vec<(&str, &str)> = Vec::new();
-                if let Some(s) = &system {
-                    msgs.push(("system", s));
-                }
-                msgs.push(("user", &user));
-                let mut t = model.apply_chat_template(&msgs, true).context("applying the chat template")?;
-                t.push_str(CUE);
-                t
-            } else {
-                render::plain_text(system.as_deref(), &user)
-            };
+            let text = render::conversation(model, chat, system.as_deref(), &user)?;
             if n == 0 {
                 example = text.replace(render::SOFT_MARKER, "[SOFT PROMPT: T rows]");
             }

@@ -9,7 +9,7 @@
 //! from the softmax at that temperature with a seeded xoshiro RNG. Generation stops at an
 //! end-of-sequence or end-of-turn token, at a blank line (`"\n\n"`), or after `max_tokens`.
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 use rand::{Rng as _, SeedableRng as _};
 
 use crate::llama::{Context, ContextParams, EmbdBatch, Model, Pos, Token, TokenBatch};
@@ -81,22 +81,9 @@ pub fn render(
     with_soft: bool,
     template: TemplateKind,
 ) -> Result<(String, String)> {
-    let chat = match template {
-        TemplateKind::Plain => false,
-        TemplateKind::Auto => model.chat_template().is_some(),
-        TemplateKind::Chat => {
-            if model.chat_template().is_none() {
-                bail!("--template chat: the model has no chat template (use --template plain)");
-            }
-            true
-        }
-    };
+    let chat = render::use_chat(model, template)?;
     let user = if with_soft { format!("{SOFT_MARKER}{question}") } else { question.to_string() };
-    let text = if chat {
-        model.apply_chat_template(&[("user", &user)], true).context("applying the chat template")?
-    } else {
-        render::plain_text(None, &user)
-    };
+    let text = render::conversation(model, chat, None, &user)?;
     Ok(render::split_at_marker(&text))
 }
 

@@ -158,6 +158,46 @@ pub fn messages(layout: &Layout, item: &Item) -> (Option<String>, String) {
     }
 }
 
+/// Whether a layout uses the model's chat template: `auto` when the GGUF has one.
+///
+/// # Errors
+/// `chat` asked for a model without a template.
+pub fn use_chat(model: &crate::llama::Model, template: TemplateKind) -> anyhow::Result<bool> {
+    match template {
+        TemplateKind::Plain => Ok(false),
+        TemplateKind::Auto => Ok(model.chat_template().is_some()),
+        TemplateKind::Chat if model.chat_template().is_none() => {
+            anyhow::bail!("--template chat: the model has no chat template (use --template plain)")
+        }
+        TemplateKind::Chat => Ok(true),
+    }
+}
+
+/// The whole conversation as text, ending with the answer cue: the model's chat template
+/// (with the cue opening the model's turn) or the plain layout.
+///
+/// # Errors
+/// The chat template cannot be applied.
+pub fn conversation(
+    model: &crate::llama::Model,
+    chat: bool,
+    system: Option<&str>,
+    user: &str,
+) -> anyhow::Result<String> {
+    if !chat {
+        return Ok(plain_text(system, user));
+    }
+    let mut msgs: Vec<(&str, &str)> = Vec::new();
+    if let Some(s) = system {
+        msgs.push(("system", s));
+    }
+    msgs.push(("user", user));
+    let mut t =
+        anyhow::Context::context(model.apply_chat_template(&msgs, true), "applying the chat template")?;
+    t.push_str(CUE);
+    Ok(t)
+}
+
 /// Plain layout: system message, blank line, user message, newline, cue.
 pub fn plain_text(system: Option<&str>, user: &str) -> String {
     let mut s = String::new();
