@@ -17,7 +17,6 @@ use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -305,6 +304,28 @@ pub fn run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// Set by Ctrl-C. Process-wide, because a process can install only one handler and a sweep
+/// runs many runs in one process: after a Ctrl-C every run stops at its next generation end.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Install the Ctrl-C handler once per process: the first Ctrl-C lets the generation in
+/// progress finish and be checkpointed; a second one exits at once (the last checkpoint stays
+/// valid).
+fn install_ctrlc() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = ctrlc::set_handler(|| {
+            if INTERRUPTED.swap(true, Ordering::SeqCst) {
+                eprintln!("deopt: stopped without finishing the generation; the last checkpoint is kept");
+                std::process::exit(130);
+            }
+            eprintln!(
+                "deopt: finishing this generation, then writing a checkpoint (Ctrl-C again to stop now)"
+            );
+        });
+    });
+}
+
 /// Where a run went and whether it finished (a stop condition held) or was interrupted.
 #[derive(Debug, Clone)]
 pub struct RunOutcome {
@@ -528,23 +549,7 @@ pub fn run_to(args: RunArgs) -> Result<RunOutcome> {
         }
     };
 
-    let interrupted = Arc::new(AtomicBool::new(false));
-    {
-        // Ctrl-C sets the flag; the generation in progress finishes, is checkpointed, and the
-        // loop ends.
-        let flag = Arc::clone(&interrupted);
-        // Only one handler per process; a second `run` in the same process keeps the first.
-        let _ = ctrlc::set_handler(move || {
-            // A second Ctrl-C stops at once (the last checkpoint stays valid).
-            if flag.swap(true, Ordering::SeqCst) {
-                eprintln!("deopt: stopped without finishing the generation; the last checkpoint is kept");
-                std::process::exit(130);
-            }
-            eprintln!(
-                "deopt: finishing this generation, then writing a checkpoint (Ctrl-C again to stop now)"
-            );
-        });
-    }
+    install_ctrlc();
 
     let bar = ProgressBar::with_draw_target(Some(args.gens), ProgressDrawTarget::stderr());
     bar.set_style(
@@ -577,7 +582,7 @@ pub fn run_to(args: RunArgs) -> Result<RunOutcome> {
                 stop_reason = Some(r);
                 break;
             }
-            if interrupted.load(Ordering::SeqCst) {
+            if INTERRUPTED.load(Ordering::SeqCst) {
                 break;
             }
             opt.step(&mut obj)?
