@@ -242,31 +242,7 @@ pub fn parse_npy(bytes: &[u8], shown: &str) -> Result<SoftPrompt> {
 /// Read a safetensors file whose only (or named) 2-D f32 tensor is `prompt` or
 /// `prompt_embeddings`.
 fn load_safetensors(path: &Path) -> Result<(SoftPrompt, HashMap<String, String>)> {
-    let shown = path.display();
-    let bytes = std::fs::read(path).with_context(|| format!("{shown}: cannot read prompt file"))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| anyhow!("{shown}: not a safetensors file ({e:?})"))?;
-    if st.tensor("prompt").is_ok() {
-        return SoftPrompt::load(path);
-    }
-    let t = st.tensor(PEFT_TENSOR).map_err(|_| {
-        anyhow!(
-            "{shown}: no tensor named 'prompt' or '{PEFT_TENSOR}' (found: {})",
-            st.names().into_iter().cloned().collect::<Vec<_>>().join(", ")
-        )
-    })?;
-    if t.dtype() != Dtype::F32 {
-        bail!("{shown}: tensor '{PEFT_TENSOR}' is {:?}, expected F32", t.dtype());
-    }
-    let shape = t.shape();
-    if shape.len() != 2 {
-        bail!("{shown}: tensor '{PEFT_TENSOR}' has shape {shape:?}, expected [T, n_embd]");
-    }
-    let data = t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-    let p = SoftPrompt::new(shape[0], shape[1], data).with_context(|| format!("{shown}"))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| anyhow!("{shown}: not a safetensors file ({e:?})"))?;
-    Ok((p, header.metadata().clone().unwrap_or_default()))
+    SoftPrompt::load_tensor(path, &["prompt", PEFT_TENSOR])
 }
 
 /// Load a soft prompt from any exported form: a deopt safetensors file, a PEFT adapter

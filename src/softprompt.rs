@@ -78,6 +78,15 @@ impl SoftPrompt {
     /// # Errors
     /// Unreadable file, not safetensors, no `prompt` tensor, wrong dtype or rank.
     pub fn load(path: &Path) -> Result<(SoftPrompt, HashMap<String, String>)> {
+        SoftPrompt::load_tensor(path, &["prompt"])
+    }
+
+    /// Load the first of `names` found in a safetensors file (e.g. `prompt`, or PEFT's
+    /// `prompt_embeddings`): a 2-D F32 tensor [T, n_embd]. Returns it with the file's metadata.
+    ///
+    /// # Errors
+    /// Unreadable file, not safetensors, none of the names, wrong dtype or rank.
+    pub fn load_tensor(path: &Path, names: &[&str]) -> Result<(SoftPrompt, HashMap<String, String>)> {
         let shown = path.display();
         let bytes = std::fs::read(path).with_context(|| format!("{shown}: cannot read prompt file"))?;
         let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
@@ -85,18 +94,20 @@ impl SoftPrompt {
         let meta = header.metadata().clone().unwrap_or_default();
         let st = safetensors::SafeTensors::deserialize(&bytes)
             .map_err(|e| anyhow!("{shown}: not a safetensors file ({e:?})"))?;
-        let t = st.tensor("prompt").map_err(|_| {
-            anyhow!(
-                "{shown}: no tensor named 'prompt' (found: {})",
+        let Some((name, t)) = names.iter().find_map(|n| st.tensor(n).ok().map(|t| (*n, t))) else {
+            let wanted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+            bail!(
+                "{shown}: no tensor named {} (found: {})",
+                wanted.join(" or "),
                 st.names().into_iter().cloned().collect::<Vec<_>>().join(", ")
-            )
-        })?;
+            );
+        };
         if t.dtype() != Dtype::F32 {
-            bail!("{shown}: tensor 'prompt' is {:?}, expected F32", t.dtype());
+            bail!("{shown}: tensor '{name}' is {:?}, expected F32", t.dtype());
         }
         let shape = t.shape();
         if shape.len() != 2 {
-            bail!("{shown}: tensor 'prompt' has shape {shape:?}, expected [T, n_embd]");
+            bail!("{shown}: tensor '{name}' has shape {shape:?}, expected [T, n_embd]");
         }
         let data: Vec<f32> =
             t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
