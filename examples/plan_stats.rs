@@ -2,16 +2,16 @@
 fn main() -> anyhow::Result<()> {
     use deopt::engine::{Engine, EngineConfig, Plan};
     let kind = if std::env::args().nth(1).as_deref() == Some("wvs") {
-        deopt::survey::SurveyKind::Wvs
+        deopt::data::survey::SurveyKind::Wvs
     } else {
-        deopt::survey::SurveyKind::Vsm13
+        deopt::data::survey::SurveyKind::Vsm13
     };
-    let survey = deopt::survey::Survey::builtin(kind)?;
-    let m = deopt::model::resolve_model(None, deopt::model::Precision::F16)?;
+    let survey = deopt::data::survey::Survey::builtin(kind)?;
+    let m = deopt::provision::model_store::resolve_model(None, deopt::provision::model_store::Precision::F16)?;
     let model = deopt::llama::Model::load(&m.path, &Default::default())?;
     let items: Vec<_> = survey.items.iter().collect();
-    for style in [deopt::render::ItemStyle::Compact, deopt::render::ItemStyle::Culturespa] {
-        let layout = deopt::render::Layout { style, ..Default::default() };
+    for style in [deopt::prompt::render::ItemStyle::Compact, deopt::prompt::render::ItemStyle::Culturespa] {
+        let layout = deopt::prompt::render::Layout { style, ..Default::default() };
         let plan = Plan::new(&model, &items, &layout)?;
         let mut e = Engine::new(&model, EngineConfig::default())?;
         let logical: usize = plan.items.iter().map(|i| i.before.len() + 10 + i.after.len()).sum();

@@ -1,33 +1,34 @@
 //! deopt: align a frozen LLM to a national culture by evolving soft prompts.
 //!
-//! Data flows one way through these modules:
-//! survey items + country targets -> prompt rendering -> engine (batched option scoring)
-//! -> answers -> metrics -> fitness -> optimizer -> run directory -> export / report.
+//! Data flows one way through these modules, each a folder named for its stage:
+//!
+//! ```text
+//! data (surveys, countries, targets, answer files)
+//!   -> prompt (rendering, soft prompts, initial prompts, text baselines)
+//!   -> engine (batched option scoring and generation with llama.cpp)
+//!   -> score (VSM13 indices, CAS, fitness)
+//!   -> optim (DE and its variants over plain f32 vectors)
+//!   -> run (run spec, loop, directory, checkpoints, sweeps)
+//!   -> output (reports, prompt export)
+//! ```
+//!
+//! `llama` is the only module with unsafe code (the FFI to llama.cpp); `provision` finds and
+//! fetches model files; `bench` holds the benchmarks that `deopt bench` and `cargo bench` share;
+//! `cli` parses flags and prints.
 
-pub mod answers;
-pub mod baseline;
+#![deny(unsafe_code)]
+
 pub mod bench;
 pub mod cli;
-pub mod country;
 pub mod data;
-pub mod dimension;
 pub mod engine;
-pub mod error;
-pub mod export;
-pub mod fitness;
 pub mod fsutil;
-pub mod generate;
-pub mod init;
+#[allow(unsafe_code)]
 pub mod llama;
-pub mod metrics;
-pub mod model;
-pub mod objective;
 pub mod optim;
-pub mod paths;
-pub mod render;
-pub mod report;
-pub mod rundir;
-pub mod softprompt;
-pub mod survey;
-pub mod sweep;
-pub mod targets;
+pub mod output;
+pub mod progress;
+pub mod prompt;
+pub mod provision;
+pub mod run;
+pub mod score;

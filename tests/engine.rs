@@ -5,10 +5,10 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use deopt::engine::{Engine, EngineConfig, ItemScore, Plan};
 use deopt::llama::{Model, ModelParams};
-use deopt::model::{resolve_model, Precision};
-use deopt::render::Layout;
-use deopt::softprompt::SoftPrompt;
-use deopt::survey::{Survey, SurveyKind};
+use deopt::provision::model_store::{resolve_model, Precision};
+use deopt::prompt::render::Layout;
+use deopt::prompt::softprompt::SoftPrompt;
+use deopt::data::survey::{Survey, SurveyKind};
 
 fn model() -> &'static Model {
     static MODEL: OnceLock<Model> = OnceLock::new();
@@ -132,7 +132,7 @@ fn zero_length_prompt_equals_no_prompt_and_rows_equal_tokens() {
     let soft = engine.score(&with_slot, &[&rows]).unwrap().remove(0);
     let textual = Layout { with_soft: false, system: None, ..Layout::default() };
     // Same position: the text at the start of the user message, where the soft prompt goes.
-    let mut shifted: Vec<deopt::survey::Item> = items.iter().map(|it| (*it).clone()).collect();
+    let mut shifted: Vec<deopt::data::survey::Item> = items.iter().map(|it| (*it).clone()).collect();
     let _ = &mut shifted;
     let plan_text = Plan::new(m, &items, &textual).unwrap();
     let mut tokens_plan = plan_text.clone();

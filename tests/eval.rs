@@ -70,14 +70,14 @@ fn prompt_file_round_trips_and_per_item_probabilities_sum_to_one() {
         let s: f64 = it["probs"].as_array().unwrap().iter().map(|p| p.as_f64().unwrap()).sum();
         assert!((s - 1.0).abs() < 1e-9);
     }
-    let m = deopt::model::resolve_model(None, deopt::model::Precision::F16).unwrap();
+    let m = deopt::provision::model_store::resolve_model(None, deopt::provision::model_store::Precision::F16).unwrap();
     let model = deopt::llama::Model::load(&m.path, &Default::default()).unwrap();
     use rand::SeedableRng;
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(7);
-    let p = deopt::init::draw(&model, deopt::init::InitKind::Vocab, 3, &mut rng).unwrap();
+    let p = deopt::prompt::init::draw(&model, deopt::prompt::init::InitKind::Vocab, 3, &mut rng).unwrap();
     let path = dir.join("p.safetensors");
     p.save(&path, &Default::default()).unwrap();
-    let (back, meta) = deopt::softprompt::SoftPrompt::load(&path).unwrap();
+    let (back, meta) = deopt::prompt::softprompt::SoftPrompt::load(&path).unwrap();
     assert_eq!(back, p);
     assert_eq!(meta["format"], "deopt-softprompt");
     let fromfile = json(&["eval", "--country", "SAU", "--prompt", path.to_str().unwrap(), "--json"]);
@@ -94,7 +94,7 @@ fn bad_model_and_prompt_files_give_one_clear_line() {
     let err = fails(&["eval", "--country", "SAU", "--model", text.to_str().unwrap()]);
     assert!(err.contains("notes.gguf") && err.to_lowercase().contains("gguf"), "{err}");
     // The first MiB of the real model: a GGUF header whose data is missing.
-    let m = deopt::model::resolve_model(None, deopt::model::Precision::Original).unwrap();
+    let m = deopt::provision::model_store::resolve_model(None, deopt::provision::model_store::Precision::Original).unwrap();
     let bytes = std::fs::read(&m.path).unwrap();
     let cut = dir.join("truncated.gguf");
     std::fs::write(&cut, &bytes[..1 << 20]).unwrap();
@@ -102,7 +102,7 @@ fn bad_model_and_prompt_files_give_one_clear_line() {
     assert!(err.contains("truncated.gguf"), "{err}");
 
     // Prompt files: wrong width, wrong rank, not safetensors.
-    let narrow = deopt::softprompt::SoftPrompt::new(2, 100, vec![0.5; 200]).unwrap();
+    let narrow = deopt::prompt::softprompt::SoftPrompt::new(2, 100, vec![0.5; 200]).unwrap();
     let p = dir.join("narrow.safetensors");
     narrow.save(&p, &Default::default()).unwrap();
     let err = fails(&["eval", "--country", "SAU", "--prompt", p.to_str().unwrap()]);
@@ -136,7 +136,7 @@ fn generate_mode_parses_greedy_answers_consistent_with_the_distribution() {
         let (k, p) = probs.iter().enumerate().fold((0, 0.0), |b, (k, p)| if *p > b.1 { (k, *p) } else { b });
         // A label holding more than half of all probability is the greedy first token.
         if p * mass > 0.5 {
-            assert_eq!(deopt::metrics::parse_culturespa_answer(text), Some(k as i32 + 1), "{it}");
+            assert_eq!(deopt::score::metrics::parse_culturespa_answer(text), Some(k as i32 + 1), "{it}");
             assert_eq!(it["answer"].as_f64().unwrap(), (k + 1) as f64);
             checked += 1;
         }

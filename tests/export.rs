@@ -31,11 +31,11 @@ fn fails(args: &[&str]) -> String {
 
 /// A minimal run directory: config.json naming the default model and a best prompt drawn from
 /// the vocabulary (what `deopt run` writes, without spending minutes on evolution).
-fn fake_run(dir: &Path, rows: usize) -> deopt::softprompt::SoftPrompt {
-    let m = deopt::model::resolve_model(None, deopt::model::Precision::F16).unwrap();
+fn fake_run(dir: &Path, rows: usize) -> deopt::prompt::softprompt::SoftPrompt {
+    let m = deopt::provision::model_store::resolve_model(None, deopt::provision::model_store::Precision::F16).unwrap();
     let model = deopt::llama::Model::load(&m.path, &Default::default()).unwrap();
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(11);
-    let p = deopt::init::draw(&model, deopt::init::InitKind::Vocab, rows, &mut rng).unwrap();
+    let p = deopt::prompt::init::draw(&model, deopt::prompt::init::InitKind::Vocab, rows, &mut rng).unwrap();
     let config = serde_json::json!({
         "format": "deopt-run-1",
         "model": {"path": m.path.display().to_string(), "sha256": m.sha256, "name": m.display_name, "n_embd": 640},
@@ -69,7 +69,7 @@ fn every_format_round_trips_with_identical_fitness() {
             deopt(&["export", run.to_str().unwrap(), "--format", format, "--out", out_dir.to_str().unwrap()]);
         assert!(out.status.success(), "{format}: {}", String::from_utf8_lossy(&out.stderr));
         let exported = dir.join(path);
-        let (back, meta) = deopt::export::load_any(&exported).unwrap();
+        let (back, meta) = deopt::output::prompt_export::load_any(&exported).unwrap();
         assert_eq!(back, p, "{format}: values differ");
         if format != "peft" {
             assert_eq!(meta.get("country").map(String::as_str), Some("SAU"), "{format}: {meta:?}");

@@ -1,9 +1,9 @@
-//! `deopt generate` and [`deopt::generate`] on the real default model.
+//! `deopt generate` and [`deopt::engine::generation`] on the real default model.
 
 use std::process::{Command, Output};
 
-use deopt::generate::{generate, GenerateConfig};
-use deopt::softprompt::SoftPrompt;
+use deopt::engine::generation::{generate, GenerateConfig};
+use deopt::prompt::softprompt::SoftPrompt;
 use rand::SeedableRng;
 
 fn deopt(args: &[&str]) -> Output {
@@ -11,13 +11,13 @@ fn deopt(args: &[&str]) -> Output {
 }
 
 fn model() -> deopt::llama::Model {
-    let m = deopt::model::resolve_model(None, deopt::model::Precision::F16).unwrap();
+    let m = deopt::provision::model_store::resolve_model(None, deopt::provision::model_store::Precision::F16).unwrap();
     deopt::llama::Model::load(&m.path, &Default::default()).unwrap()
 }
 
 fn prompt(model: &deopt::llama::Model, rows: usize) -> SoftPrompt {
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(5);
-    deopt::init::draw(model, deopt::init::InitKind::Vocab, rows, &mut rng).unwrap()
+    deopt::prompt::init::draw(model, deopt::prompt::init::InitKind::Vocab, rows, &mut rng).unwrap()
 }
 
 const Q: &str = "What is the most important quality in a friend?";

@@ -8,7 +8,7 @@ use deopt::llama::{
     Context, ContextParams, DecodeError, EmbdBatch, GgufFile, LlamaError, Model, ModelParams, Token,
     TokenBatch,
 };
-use deopt::model::{resolve_model, Precision};
+use deopt::provision::model_store::{resolve_model, Precision};
 
 /// The default model, loaded once per precision for the whole test binary.
 fn model(precision: Precision) -> &'static Model {

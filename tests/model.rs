@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use deopt::model::{
+use deopt::provision::model_store::{
     cached_sha256, fetch_default, file_sha256, resolve_model, ModelError, Precision, DEFAULT_FILE,
     DEFAULT_SHA256, DEFAULT_SIZE,
 };
-use deopt::paths::cache_dir_from;
+use deopt::provision::cache_dir::cache_dir_from;
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("deopt-model-test-{}-{name}", std::process::id()));

@@ -79,7 +79,7 @@ fn same_seed_same_history_and_resume_matches_uninterrupted() {
             assert!(d.join(f).is_file(), "{} lacks {f}", d.display());
         }
     }
-    let (p, meta) = deopt::softprompt::SoftPrompt::load(&straight.join("best_prompt.safetensors")).unwrap();
+    let (p, meta) = deopt::prompt::softprompt::SoftPrompt::load(&straight.join("best_prompt.safetensors")).unwrap();
     assert_eq!(p.rows(), 2);
     assert_eq!(meta.get("country").map(String::as_str), Some("SAU"));
     // The best prompt's fitness is the last best-so-far.

@@ -4,12 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use deopt::answers;
-use deopt::country::Countries;
-use deopt::dimension::Dimension;
-use deopt::metrics::{self, Constants, LossKind, ModelAnswer};
-use deopt::survey::{Survey, SurveyKind};
-use deopt::targets::{Hofstede, Wvs, WvsChoice, WvsSource};
+use deopt::data::answers;
+use deopt::data::country::Countries;
+use deopt::data::dimension::Dimension;
+use deopt::score::metrics::{self, Constants, LossKind, ModelAnswer};
+use deopt::data::survey::{Survey, SurveyKind};
+use deopt::data::targets::{Hofstede, Wvs, WvsChoice, WvsSource};
 
 const CULTURESPA_COUNTRIES: [&str; 18] = [
     "USA", "CAN", "BOL", "BRA", "GBR", "NLD", "DEU", "UKR", "CHN", "RUS", "IND", "THA", "KEN", "NGA", "ETH",
@@ -110,9 +110,9 @@ fn cas_variants_on_hand_cases() {
     assert!((r2.distribution_score - 100.0).abs() < 1e-9, "{}", r2.distribution_score);
 }
 
-fn dist(pairs: &[(i32, f64)]) -> deopt::targets::Distribution {
+fn dist(pairs: &[(i32, f64)]) -> deopt::data::targets::Distribution {
     let majority = pairs.iter().fold(pairs[0], |m, p| if p.1 > m.1 { *p } else { m }).0;
-    deopt::targets::Distribution {
+    deopt::data::targets::Distribution {
         shares: pairs.to_vec(),
         majority,
         respondents: None,
@@ -391,7 +391,7 @@ fn bad_input_gives_one_clear_line() {
 #[test]
 fn translated_survey_file_scores_like_the_builtin() {
     // A user instrument in the same format (here: the built-in one with different wording).
-    let text = deopt::data::file("surveys/vsm13.csv").text.replace("ideal job", "ideal position");
+    let text = deopt::data::embedded::file("surveys/vsm13.csv").text.replace("ideal job", "ideal position");
     let dir = tmpdir("custom");
     let s = dir.join("vsm13_variant.csv");
     std::fs::write(&s, text).unwrap();

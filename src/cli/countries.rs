@@ -4,10 +4,10 @@ use std::io::Write;
 
 use serde_json::json;
 
-use crate::country::Countries;
-use crate::dimension::Dimension;
-use crate::survey::SurveyKind;
-use crate::targets::{CellSource, Hofstede, Wvs, WvsChoice, WvsSource};
+use crate::data::country::Countries;
+use crate::data::dimension::Dimension;
+use crate::data::survey::SurveyKind;
+use crate::data::targets::{CellSource, Hofstede, Wvs, WvsChoice, WvsSource};
 
 /// List countries with their Hofstede scores and WVS-7 coverage.
 #[derive(Debug, clap::Args)]

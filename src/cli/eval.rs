@@ -7,13 +7,13 @@ use anyhow::{bail, Result};
 use rand::SeedableRng;
 use serde_json::json;
 
-use super::common::{LayoutArgs, ModelArgs, TaskArgs};
-use crate::baseline::{self, Baseline};
-use crate::dimension::Dimension;
+use super::shared_flags::{LayoutArgs, ModelArgs, TaskArgs};
+use crate::prompt::baseline::{self, Baseline};
+use crate::data::dimension::Dimension;
 use crate::engine::{Engine, Plan};
-use crate::fitness::{AnswerMode, Evaluation, Target};
-use crate::init::{self, InitKind};
-use crate::softprompt::SoftPrompt;
+use crate::score::fitness::{AnswerMode, Evaluation, Target};
+use crate::prompt::init::{self, InitKind};
+use crate::prompt::softprompt::SoftPrompt;
 
 /// Score the model's survey answers with a soft prompt file or a baseline.
 #[derive(Debug, clap::Args)]
@@ -55,7 +55,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let baseline = if args.prompt.is_some() { None } else { Some(args.baseline.unwrap_or(Baseline::None)) };
     let (layout, prompt, what) = match (&args.prompt, baseline) {
         (Some(path), _) => {
-            let (p, _meta) = crate::export::load_any(path)?;
+            let (p, _meta) = crate::output::prompt_export::load_any(path)?;
             p.check_width(n_embd, &path.display().to_string())?;
             (base, p, format!("soft prompt {} ({} rows)", path.display(), 0))
         }
@@ -88,7 +88,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         );
     }
     let mut engine = Engine::new(&model, args.model.engine_config())?;
-    let bar = super::progress::spinner(&format!("scoring {} items", items.len()), args.json);
+    let bar = crate::progress::spinner(&format!("scoring {} items", items.len()), args.json);
     let scores = engine.score(&plan, &[&prompt])?.remove(0);
     let idx: Vec<usize> = (0..items.len()).collect();
     let mut texts = None;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use crate::export::{self, Format, ModelInfo};
+use crate::output::prompt_export::{self, Format, ModelInfo};
 use crate::llama::{Model, ModelParams};
 
 /// Export a run's best soft prompt for other tools.
@@ -23,7 +23,7 @@ pub struct ExportArgs {
 
 /// Model facts for the PEFT config, read from the run's GGUF when it is still there.
 fn model_info(config: &serde_json::Value) -> ModelInfo {
-    let Some(path) = export::run_model_path(config).filter(|p| p.is_file()) else {
+    let Some(path) = prompt_export::run_model_path(config).filter(|p| p.is_file()) else {
         return ModelInfo {
             name: config.pointer("/model/name").and_then(|v| v.as_str()).map(String::from),
             ..ModelInfo::default()
@@ -43,7 +43,7 @@ fn model_info(config: &serde_json::Value) -> ModelInfo {
 }
 
 pub fn run(args: ExportArgs) -> Result<()> {
-    let run = export::read_run(&args.run_dir)?;
+    let run = prompt_export::read_run(&args.run_dir)?;
     let info = if args.format == Format::Peft { model_info(&run.config) } else { ModelInfo::default() };
     let info = ModelInfo {
         name: info
@@ -51,7 +51,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
             .or_else(|| run.config.pointer("/model/name").and_then(|v| v.as_str()).map(String::from)),
         ..info
     };
-    let files = export::export(&run, args.format, &args.out, &info)?;
+    let files = prompt_export::export(&run, args.format, &args.out, &info)?;
     for f in files {
         println!("{}", f.display());
     }

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use super::common::ModelArgs;
-use crate::generate::{generate, GenerateConfig, Generation};
-use crate::render::TemplateKind;
-use crate::softprompt::SoftPrompt;
+use super::shared_flags::ModelArgs;
+use crate::engine::generation::{generate, GenerateConfig, Generation};
+use crate::prompt::render::TemplateKind;
+use crate::prompt::softprompt::SoftPrompt;
 
 /// Generate an answer with a soft prompt in the position it was evolved in.
 #[derive(Debug, clap::Args)]
@@ -45,10 +45,10 @@ pub struct GenerateArgs {
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {
-    let (prompt, meta) = crate::export::load_any(&args.prompt)?;
+    let (prompt, meta) = crate::output::prompt_export::load_any(&args.prompt)?;
     let shown = args.prompt.display().to_string();
     if let Some(c) = &args.country {
-        let country = crate::objective::resolve_country(c)?;
+        let country = crate::data::load::resolve_country(c)?;
         if let Some(m) = meta.get("country").filter(|m| **m != country.iso3) {
             eprintln!("deopt: note: {shown} was evolved for {m}, not {}", country.iso3);
         }

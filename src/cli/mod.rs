@@ -7,18 +7,16 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-pub mod bench_engine;
-pub mod bench_optimizer;
-pub mod common;
+pub mod bench;
 pub mod countries;
 pub mod eval;
 pub mod export;
 pub mod generate;
-pub mod model_cmd;
-pub mod progress;
+pub mod model;
 pub mod report;
 pub mod run;
 pub mod score;
+pub mod shared_flags;
 pub mod sweep;
 
 /// Evolve soft prompts that align a frozen LLM with a country's survey answers.
@@ -48,7 +46,7 @@ pub enum Command {
     /// Generate an open-ended answer with a soft prompt (--compare: also without)
     Generate(generate::GenerateArgs),
     /// Download, verify and inspect the model (default: Gemma 3 270M)
-    Model(model_cmd::ModelArgs),
+    Model(model::ModelCmdArgs),
     /// Benchmarks
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -57,9 +55,9 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// The scoring engine vs naive scoring and raw llama.cpp speed (VSM13 workload)
-    Engine(bench_engine::BenchEngineArgs),
+    Engine(bench::BenchEngineArgs),
     /// Run an optimizer on standard test functions and print the final error
-    Optimizer(bench_optimizer::BenchOptimizerArgs),
+    Optimizer(bench::BenchOptimizerArgs),
 }
 
 /// Parse the command line, run it, and turn an error into one line on stderr.
@@ -90,8 +88,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sweep(args) => sweep::run(args),
         Command::Export(args) => export::run(args),
         Command::Generate(args) => generate::run(args),
-        Command::Model(args) => model_cmd::run(args),
-        Command::Bench(BenchCommand::Optimizer(args)) => bench_optimizer::run(args),
-        Command::Bench(BenchCommand::Engine(args)) => bench_engine::run(args),
+        Command::Model(args) => model::run(args),
+        Command::Bench(BenchCommand::Optimizer(args)) => bench::optimizer(args),
+        Command::Bench(BenchCommand::Engine(args)) => bench::engine(args),
     }
 }

@@ -11,14 +11,14 @@ use anyhow::{anyhow, bail, Result};
 use clap::Parser as _;
 use serde_json::Value;
 
-use super::common::{LayoutArgs, ModelArgs, TaskArgs};
+use super::shared_flags::{LayoutArgs, ModelArgs, TaskArgs};
 use crate::engine::{Engine, Plan};
-use crate::fitness::Target;
-use crate::model::Precision;
-use crate::render::Layout;
-use crate::report::{self, EngineView};
-use crate::rundir;
-use crate::softprompt::SoftPrompt;
+use crate::score::fitness::Target;
+use crate::provision::model_store::Precision;
+use crate::prompt::render::Layout;
+use crate::output::report_files::{self, EngineView};
+use crate::run::directory;
+use crate::prompt::softprompt::SoftPrompt;
 
 /// Flags of `deopt report`.
 #[derive(Debug, clap::Args)]
@@ -71,7 +71,7 @@ fn recorded(dir: &Path, settings: &Value) -> Result<Recorded> {
     Recorded::try_parse_from(&argv).map_err(|e| {
         anyhow!(
             "{}: cannot read back the run's settings ({})",
-            dir.join(rundir::CONFIG).display(),
+            dir.join(directory::CONFIG).display(),
             e.to_string().lines().next().unwrap_or("").trim_start_matches("error: ")
         )
     })
@@ -82,7 +82,7 @@ fn recorded(dir: &Path, settings: &Value) -> Result<Recorded> {
 /// # Errors
 /// Settings that cannot be read back, a missing best prompt, model or engine failures.
 pub fn engine_view(dir: &Path, model_args: &ModelArgs) -> Result<EngineView> {
-    let cfg = report::read_config(dir)?;
+    let cfg = report_files::read_config(dir)?;
     let rec = recorded(dir, &cfg["settings"])?;
     let task = rec.task.task()?;
     let layout = rec.layout.layout();
@@ -98,7 +98,7 @@ pub fn engine_view(dir: &Path, model_args: &ModelArgs) -> Result<EngineView> {
         );
     }
     let n_embd = model.n_embd_inp();
-    let path = dir.join(rundir::BEST_PROMPT);
+    let path = dir.join(directory::BEST_PROMPT);
     let (best, _) = SoftPrompt::load(&path)?;
     best.check_width(n_embd, &path.display().to_string())?;
     let items: Vec<_> = task.survey.items.iter().collect();
@@ -112,7 +112,7 @@ pub fn engine_view(dir: &Path, model_args: &ModelArgs) -> Result<EngineView> {
     let base = task.evaluate(&idx, &base_scores)?;
     let opt = task.evaluate(&idx, &best_scores)?;
     let target_dims = match &task.target {
-        Target::Hofstede { row, .. } => Some(crate::objective::target_vector(row)),
+        Target::Hofstede { row, .. } => Some(crate::data::load::target_vector(row)),
         Target::Wvs { .. } => None,
     };
     Ok(EngineView {
@@ -129,11 +129,11 @@ pub fn engine_view(dir: &Path, model_args: &ModelArgs) -> Result<EngineView> {
 /// Write a run's report with the model's answers; returns the path of report.md.
 ///
 /// # Errors
-/// As [`engine_view`] and [`report::write_run_report`].
+/// As [`engine_view`] and [`report_files::write_run_report`].
 pub fn report_run(dir: &Path, model_args: &ModelArgs) -> Result<PathBuf> {
     let view = engine_view(dir, model_args)?;
-    report::write_run_report(dir, Some(&view))?;
-    Ok(dir.join(report::REPORT))
+    report_files::write_run_report(dir, Some(&view))?;
+    Ok(dir.join(report_files::REPORT))
 }
 
 /// Run `deopt report`.
@@ -142,15 +142,15 @@ pub fn report_run(dir: &Path, model_args: &ModelArgs) -> Result<PathBuf> {
 /// `DIR` is neither a run nor a sweep, or writing the report fails.
 pub fn run(args: ReportArgs) -> Result<()> {
     let dir = &args.dir;
-    let files = if report::is_sweep(dir) {
-        report::write_sweep_report(dir)?
-    } else if rundir::is_run(dir) {
+    let files = if report_files::is_sweep(dir) {
+        report_files::write_sweep_report(dir)?
+    } else if directory::is_run(dir) {
         let view = if args.no_model { None } else { Some(engine_view(dir, &args.model)?) };
-        report::write_run_report(dir, view.as_ref())?
+        report_files::write_run_report(dir, view.as_ref())?
     } else {
         bail!("{}: neither a deopt run nor a sweep directory", dir.display());
     };
-    println!("{}", dir.join(report::REPORT).display());
+    println!("{}", dir.join(report_files::REPORT).display());
     for f in files {
         println!("{}", f.display());
     }

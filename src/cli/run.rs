@@ -3,7 +3,7 @@
 //! One generation scores every trial prompt with a single [`Engine::score`] call (the
 //! [`LlmObjective`] adapter), turns each prompt's answers into a fitness with
 //! [`Task::evaluate`], and lets the optimizer select. After every generation the run directory
-//! (see [`crate::rundir`]) gets a history row, the best prompt when it improved, and an atomic
+//! (see [`crate::run::directory`]) gets a history row, the best prompt when it improved, and an atomic
 //! checkpoint, so Ctrl-C or a crash loses at most one generation and `--resume` continues
 //! bit for bit.
 //!
@@ -26,16 +26,16 @@ use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde_json::{json, Value};
 
-use super::common::{LayoutArgs, ModelArgs, TaskArgs};
-use crate::dimension::Dimension;
+use super::shared_flags::{LayoutArgs, ModelArgs, TaskArgs};
+use crate::data::dimension::Dimension;
 use crate::engine::{Engine, Plan};
-use crate::fitness::{Evaluation, Target, Task};
-use crate::init::{self, InitKind};
+use crate::score::fitness::{Evaluation, Target, Task};
+use crate::prompt::init::{self, InitKind};
 use crate::optim::{BatchObjective, Config, GenerationReport, Optimizer, RandomSubspace, Strategy};
-use crate::render::Layout;
-use crate::rundir::{self, Checkpoint, HistoryRow};
-use crate::softprompt::SoftPrompt;
-use crate::survey::SurveyKind;
+use crate::prompt::render::Layout;
+use crate::run::directory::{self, Checkpoint, HistoryRow};
+use crate::prompt::softprompt::SoftPrompt;
+use crate::data::survey::SurveyKind;
 
 /// Flags of `deopt run`.
 #[derive(Debug, Clone, clap::Args)]
@@ -199,7 +199,7 @@ fn validate(args: &RunArgs) -> Result<(Strategy, Config)> {
     if !(0.0..1.0).contains(&args.holdout) {
         bail!("--holdout {}: expected a fraction in [0, 1)", args.holdout);
     }
-    if args.task.answers == crate::fitness::AnswerMode::Generate {
+    if args.task.answers == crate::score::fitness::AnswerMode::Generate {
         bail!("--answers generate: optimisation scores answer distributions; use expected or argmax (generate is for deopt eval)");
     }
     if args.tokens == 0 && args.init.uses_rows() {
@@ -348,15 +348,15 @@ pub fn run_to(args: RunArgs) -> Result<RunOutcome> {
     let resumed: Option<(PathBuf, Value, Checkpoint)> = match &args.resume {
         None => None,
         Some(dir) => {
-            if !rundir::is_run(dir) {
+            if !directory::is_run(dir) {
                 bail!(
                     "--resume {}: not a deopt run directory (no {} and {})",
                     dir.display(),
-                    rundir::CONFIG,
-                    rundir::CHECKPOINT
+                    directory::CONFIG,
+                    directory::CHECKPOINT
                 );
             }
-            let path = dir.join(rundir::CONFIG);
+            let path = dir.join(directory::CONFIG);
             let text =
                 std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
             let cfg: Value = serde_json::from_str(&text)
@@ -475,7 +475,7 @@ pub fn run_to(args: RunArgs) -> Result<RunOutcome> {
         Some((dir, _, ckpt)) => {
             let bytes = serde_json::to_vec(&ckpt.optimizer)?;
             let opt = Optimizer::from_checkpoint(&bytes)
-                .with_context(|| format!("{}", dir.join(rundir::CHECKPOINT).display()))?;
+                .with_context(|| format!("{}", dir.join(directory::CHECKPOINT).display()))?;
             // Replay the engine calls of one generation so its state (the decoded shared
             // prefix, the context size) is what an uninterrupted run has at this point.
             let first = SoftPrompt::new(rows, n_embd, obj.to_prompt_space(&initial[..1])?.remove(0))?;
@@ -491,17 +491,17 @@ pub fn run_to(args: RunArgs) -> Result<RunOutcome> {
                 Some(d) => {
                     // A directory killed before its first checkpoint holds no run yet and is
                     // started afresh.
-                    if rundir::is_run(d) {
+                    if directory::is_run(d) {
                         bail!("--out {}: already holds a run (continue it with --resume)", d.display());
                     }
                     d.clone()
                 }
-                None => rundir::default_dir(
+                None => directory::default_dir(
                     Path::new("results"),
-                    &rundir::today_utc(),
+                    &directory::today_utc(),
                     &task.country.iso3,
                     survey_name,
-                    &rundir::short_id(&settings),
+                    &directory::short_id(&settings),
                 ),
             };
             std::fs::create_dir_all(&dir)
@@ -509,7 +509,7 @@ pub fn run_to(args: RunArgs) -> Result<RunOutcome> {
             let config_json = json!({
                 "format": "deopt-run-1",
                 "deopt_version": env!("CARGO_PKG_VERSION"),
-                "created": rundir::today_utc(),
+                "created": directory::today_utc(),
                 "settings": settings,
                 "stop": {
                     "gens": args.gens, "max_evals": args.max_evals, "target_fitness": args.target_fitness,
@@ -533,12 +533,12 @@ pub fn run_to(args: RunArgs) -> Result<RunOutcome> {
                 "baseline_holdout_loss": baseline_held.as_ref().map(|e| e.fitness),
             });
             crate::fsutil::write_atomic(
-                &dir.join(rundir::CONFIG),
+                &dir.join(directory::CONFIG),
                 &serde_json::to_vec_pretty(&config_json)?,
             )?;
             let opt = Optimizer::new(config, initial.clone(), sub_seed(args.seed, 5))?;
             let ckpt = Checkpoint {
-                format: rundir::CHECKPOINT_FORMAT.into(),
+                format: directory::CHECKPOINT_FORMAT.into(),
                 optimizer: Value::Null,
                 history: Vec::new(),
                 last_improvement: 0,
@@ -604,7 +604,7 @@ pub fn run_to(args: RunArgs) -> Result<RunOutcome> {
             ckpt.last_improvement = report.generation;
             ckpt.best_generation = report.generation;
             let p = SoftPrompt::new(rows, n_embd, x.clone())?;
-            p.save(&dir.join(rundir::BEST_PROMPT), &meta_base(report.best_so_far, report.generation))?;
+            p.save(&dir.join(directory::BEST_PROMPT), &meta_base(report.best_so_far, report.generation))?;
         }
         let holdout = match &held_plan {
             None => None,
@@ -636,8 +636,8 @@ pub fn run_to(args: RunArgs) -> Result<RunOutcome> {
         ckpt.elapsed_s += secs;
         ckpt.optimizer = serde_json::from_slice(&opt.to_checkpoint()?)?;
         crate::fsutil::write_atomic(
-            &dir.join(rundir::HISTORY),
-            rundir::history_csv(&ckpt.history, vsm).as_bytes(),
+            &dir.join(directory::HISTORY),
+            directory::history_csv(&ckpt.history, vsm).as_bytes(),
         )?;
         ckpt.save(&dir)?;
         append_timing(&dir, report.generation, report.trials, secs)?;
@@ -713,7 +713,7 @@ fn check_stop(
 }
 
 fn append_timing(dir: &Path, generation: u64, trials: usize, secs: f64) -> Result<()> {
-    let path = dir.join(rundir::TIMING);
+    let path = dir.join(directory::TIMING);
     let new = !path.exists();
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -765,7 +765,7 @@ fn summary(
     }
     if vsm {
         if let Target::Hofstede { row, .. } = &task.target {
-            let target = crate::objective::target_vector(row);
+            let target = crate::data::load::target_vector(row);
             let base = baseline.dimensions.unwrap_or([None; 6]);
             writeln!(out, "  dimension   target  best   no-prompt")?;
             for d in Dimension::ALL {
@@ -791,11 +791,11 @@ fn summary(
         out,
         "  files: {}/{{{}, {}, {}, {}, {}}}",
         dir.display(),
-        rundir::CONFIG,
-        rundir::HISTORY,
-        rundir::TIMING,
-        rundir::BEST_PROMPT,
-        rundir::CHECKPOINT
+        directory::CONFIG,
+        directory::HISTORY,
+        directory::TIMING,
+        directory::BEST_PROMPT,
+        directory::CHECKPOINT
     )?;
     Ok(())
 }

@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use anyhow::Result;
 use serde_json::json;
 
-use crate::answers;
-use crate::dimension::Dimension;
-use crate::metrics::{self, Constants, LossKind, ModelAnswer};
-use crate::objective;
-use crate::survey::SurveyKind;
-use crate::targets::WvsChoice;
+use crate::data::answers;
+use crate::data::dimension::Dimension;
+use crate::score::metrics::{self, Constants, LossKind, ModelAnswer};
+use crate::data::load;
+use crate::data::survey::SurveyKind;
+use crate::data::targets::WvsChoice;
 
 /// Score survey answers from a file.
 #[derive(Debug, clap::Args)]
@@ -77,9 +77,9 @@ pub fn run(args: ScoreArgs) -> Result<()> {
 }
 
 fn run_vsm(args: ScoreVsmArgs) -> Result<()> {
-    let survey = objective::load_survey(SurveyKind::Vsm13, args.survey_file.as_deref())?;
-    let country = objective::resolve_country(&args.country)?;
-    let target_row = objective::hofstede_target(&country)?;
+    let survey = load::load_survey(SurveyKind::Vsm13, args.survey_file.as_deref())?;
+    let country = load::resolve_country(&args.country)?;
+    let target_row = load::hofstede_target(&country)?;
     let file = answers::read_csv(&args.answers, &survey)?;
     let mut means = vec![None; survey.items.len()];
     for (id, v) in &file.answers {
@@ -163,9 +163,9 @@ fn run_vsm(args: ScoreVsmArgs) -> Result<()> {
     for d in Dimension::ALL {
         let i = d.index();
         let src = target_row.cell(d).map_or("missing", |c| match c.source {
-            crate::targets::CellSource::Official => "official 2015",
-            crate::targets::CellSource::Website => "website",
-            crate::targets::CellSource::Estimate => "website estimate",
+            crate::data::targets::CellSource::Official => "official 2015",
+            crate::data::targets::CellSource::Website => "website",
+            crate::data::targets::CellSource::Estimate => "website estimate",
         });
         writeln!(
             out,
@@ -186,9 +186,9 @@ fn run_vsm(args: ScoreVsmArgs) -> Result<()> {
 }
 
 fn run_wvs(args: ScoreWvsArgs) -> Result<()> {
-    let survey = objective::load_survey(SurveyKind::Wvs, args.survey_file.as_deref())?;
-    let country = objective::resolve_country(&args.country)?;
-    let reference = objective::wvs_target(&country, args.wvs_source)?;
+    let survey = load::load_survey(SurveyKind::Wvs, args.survey_file.as_deref())?;
+    let country = load::resolve_country(&args.country)?;
+    let reference = load::wvs_target(&country, args.wvs_source)?;
     let file = answers::read_responses(&args.responses, &survey)?;
     let model: Vec<(String, ModelAnswer)> =
         file.answers.iter().map(|(id, v)| (id.clone(), ModelAnswer { value: *v, probs: None })).collect();

@@ -3,19 +3,19 @@
 //!
 //! Each run is an ordinary run directory under `<sweep>/runs/`, so a sweep resumes by
 //! skipping finished runs and continuing a checkpointed one with the run's own resume. The
-//! layout and the tables are [`crate::sweep`]'s.
+//! layout and the tables are [`crate::run::grid`]'s.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
 use clap::Parser as _;
 
-use super::common::ModelArgs;
+use super::shared_flags::ModelArgs;
 use super::run::{run_to, RunArgs};
 use crate::optim::Strategy;
-use crate::report;
-use crate::survey::SurveyKind;
-use crate::sweep::{self, RunState, SweepSettings};
+use crate::output::report_files;
+use crate::data::survey::SurveyKind;
+use crate::run::grid::{self, RunState, SweepSettings};
 
 /// Flags of `deopt sweep`.
 #[derive(Debug, clap::Args)]
@@ -96,13 +96,13 @@ struct RunCli {
 fn settings(args: &SweepArgs) -> Result<(SweepSettings, Option<(usize, usize)>)> {
     let country =
         args.country.clone().ok_or_else(|| anyhow!("--country is required (or use `deopt sweep merge`)"))?;
-    let mutation = sweep::parse_grid("--mutation", &args.mutation, 0.0, true, 2.0)?;
-    let recombination = sweep::parse_grid("--recombination", &args.recombination, 0.0, false, 1.0)?;
+    let mutation = grid::parse_grid("--mutation", &args.mutation, 0.0, true, 2.0)?;
+    let recombination = grid::parse_grid("--recombination", &args.recombination, 0.0, false, 1.0)?;
     let strategy: Strategy = args.strategy.parse()?;
     if args.repeats == 0 {
         bail!("--repeats 0: expected at least one run per cell");
     }
-    let shard = args.shard.as_deref().map(sweep::parse_shard).transpose()?;
+    let shard = args.shard.as_deref().map(grid::parse_shard).transpose()?;
     let survey = match args.survey {
         SurveyKind::Vsm13 => "vsm13",
         SurveyKind::Wvs => "wvs",
@@ -123,7 +123,7 @@ fn settings(args: &SweepArgs) -> Result<(SweepSettings, Option<(usize, usize)>)>
     Ok((s, shard))
 }
 
-fn run_args(s: &SweepSettings, spec: &sweep::RunSpec, model: &ModelArgs) -> Result<RunArgs> {
+fn run_args(s: &SweepSettings, spec: &grid::RunSpec, model: &ModelArgs) -> Result<RunArgs> {
     let argv: Vec<String> = [
         "deopt",
         "--country",
@@ -170,17 +170,17 @@ pub fn run(args: SweepArgs) -> Result<()> {
     let dir = match &args.out {
         Some(d) => d.clone(),
         None => {
-            let id = crate::rundir::short_id(&serde_json::to_value(&s)?);
+            let id = crate::run::directory::short_id(&serde_json::to_value(&s)?);
             Path::new("results").join(format!(
                 "sweep-{}-{}-{id}",
-                crate::rundir::today_utc(),
+                crate::run::directory::today_utc(),
                 s.country.to_uppercase()
             ))
         }
     };
-    sweep::init_dir(&dir, &s)?;
-    let all = sweep::plan(&s);
-    let mine: Vec<&sweep::RunSpec> =
+    grid::init_dir(&dir, &s)?;
+    let all = grid::plan(&s);
+    let mine: Vec<&grid::RunSpec> =
         all.iter().filter(|r| shard.is_none_or(|(i, n)| r.index % n == i - 1)).collect();
     eprintln!(
         "sweep {}: {} runs{}",
@@ -189,8 +189,8 @@ pub fn run(args: SweepArgs) -> Result<()> {
         shard.map(|(i, n)| format!(" (shard {i}/{n} of {})", all.len())).unwrap_or_default()
     );
     for (k, spec) in mine.iter().enumerate() {
-        let rd = sweep::run_dir(&dir, spec);
-        let state = sweep::run_state(&rd, s.gens);
+        let rd = grid::run_dir(&dir, spec);
+        let state = grid::run_state(&rd, s.gens);
         let what = match state {
             RunState::Finished => "finished already, skipped",
             RunState::Partial => "resuming",
@@ -207,22 +207,22 @@ pub fn run(args: SweepArgs) -> Result<()> {
         }
         let outcome = run_to(ra).map_err(|e| anyhow!("run {}: {e:#}", rd.display()))?;
         if !outcome.finished {
-            sweep::write_tables(&dir, &s)?;
+            grid::write_tables(&dir, &s)?;
             bail!("sweep interrupted; continue it by running the same command again");
         }
     }
-    let (results, cells) = sweep::write_tables(&dir, &s)?;
+    let (results, cells) = grid::write_tables(&dir, &s)?;
     finish(&dir, results.len(), all.len(), &cells)
 }
 
 fn merge(m: &MergeArgs) -> Result<()> {
-    let (s, results, cells) = sweep::merge(&m.dirs, &m.out)?;
-    finish(&m.out, results.len(), sweep::plan(&s).len(), &cells)
+    let (s, results, cells) = grid::merge(&m.dirs, &m.out)?;
+    finish(&m.out, results.len(), grid::plan(&s).len(), &cells)
 }
 
 /// Report and a short summary on stdout.
-fn finish(dir: &Path, done: usize, planned: usize, cells: &[sweep::CellSummary]) -> Result<()> {
-    if let Err(e) = report::write_sweep_report(dir) {
+fn finish(dir: &Path, done: usize, planned: usize, cells: &[grid::CellSummary]) -> Result<()> {
+    if let Err(e) = report_files::write_sweep_report(dir) {
         eprintln!("deopt: warning: no report written: {e:#}");
     }
     println!("sweep {}: {done} of {planned} runs finished", dir.display());
@@ -235,7 +235,7 @@ fn finish(dir: &Path, done: usize, planned: usize, cells: &[sweep::CellSummary])
             b.losses.len()
         );
     }
-    for f in [sweep::SWEEP_CSV, sweep::SUMMARY_CSV, report::REPORT] {
+    for f in [grid::SWEEP_CSV, grid::SUMMARY_CSV, report_files::REPORT] {
         println!("{}", dir.join(f).display());
     }
     Ok(())

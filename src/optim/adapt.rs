@@ -21,10 +21,7 @@ pub(crate) fn sample_cr<R: Rng>(rng: &mut R, mu: f64) -> f64 {
     (mu + 0.1 * z).clamp(0.0, 1.0)
 }
 
-/// Arithmetic mean; `None` when empty.
-pub(crate) fn mean(xs: &[f64]) -> Option<f64> {
-    (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64)
-}
+pub(crate) use super::stats::mean;
 
 /// Lehmer mean `sum x^2 / sum x` (JADE's `mean_L`); `None` when empty or the sum is 0.
 pub(crate) fn lehmer_mean(xs: &[f64]) -> Option<f64> {

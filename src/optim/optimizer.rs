@@ -22,7 +22,8 @@ use super::adapt;
 use super::config::{Bounds, Config, ConfigError, Strategy};
 use super::exact;
 use super::objective::BatchObjective;
-use super::report::{GenerationReport, MeanSd, StopReason, StopRule};
+use super::generation::{GenerationReport, MeanSd};
+use super::stop::{StopReason, StopRule};
 
 /// A call made at the wrong time, or an objective that broke its contract.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

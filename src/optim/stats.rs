@@ -1,7 +1,35 @@
-//! Small statistics for comparing optimizers over seeds.
+//! Small statistics: mean, sd and median, and the Mann-Whitney U test used to compare
+//! optimizers over seeds.
 
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, Normal};
+
+/// Arithmetic mean; `None` when empty.
+pub fn mean(xs: &[f64]) -> Option<f64> {
+    (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64)
+}
+
+/// Which divisor a standard deviation uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spread {
+    /// Divisor n: the spread of these values themselves (a population's parameters).
+    Population,
+    /// Divisor n - 1: an estimate from a sample (runs over seeds); needs two values.
+    Sample,
+}
+
+/// Standard deviation with the given divisor; `None` when empty, or for [`Spread::Sample`]
+/// with fewer than two values.
+pub fn sd(xs: &[f64], spread: Spread) -> Option<f64> {
+    let m = mean(xs)?;
+    let n = xs.len() as f64;
+    let div = match spread {
+        Spread::Population => n,
+        Spread::Sample if xs.len() < 2 => return None,
+        Spread::Sample => n - 1.0,
+    };
+    Some((xs.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / div).sqrt())
+}
 
 /// Median (mean of the two middle values for an even count; NaN sorts last); `None` if empty.
 pub fn median(xs: &[f64]) -> Option<f64> {

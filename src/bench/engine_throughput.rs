@@ -1,0 +1,238 @@
+//! The engine benchmark: raw prompt-processing speed, and the VSM13 scoring workload computed
+//! naively (one sequence per prompt and item, nothing shared) and with the engine, in one run
+//! on the current machine, so the ratios compare like with like.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::engine::{Engine, EngineConfig, ItemScore, Plan};
+use crate::prompt::init::{self, InitKind};
+use crate::llama::{Context, ContextParams, EmbdBatch, Model, Token, TokenBatch};
+use crate::prompt::render::Layout;
+use crate::prompt::softprompt::SoftPrompt;
+use crate::data::survey::Survey;
+
+/// Benchmark figures (written as JSON by `deopt bench engine`).
+#[derive(Debug, Clone, Serialize)]
+pub struct EngineBench {
+    /// Model display name.
+    pub model: String,
+    /// Threads used.
+    pub threads: usize,
+    /// Raw prompt processing: tokens in the batch.
+    pub raw_tokens: usize,
+    /// Raw prompt processing: seconds for one batch.
+    pub raw_seconds: f64,
+    /// Raw tokens per second.
+    pub raw_tokens_per_s: f64,
+    /// Soft prompts in the workload.
+    pub prompts: usize,
+    /// Rows per soft prompt.
+    pub rows: usize,
+    /// Items in the workload.
+    pub items: usize,
+    /// Naive: seconds.
+    pub naive_seconds: f64,
+    /// Naive: units computed (= logical units).
+    pub naive_tokens: u64,
+    /// Engine: seconds.
+    pub engine_seconds: f64,
+    /// Engine: units computed.
+    pub engine_tokens_computed: u64,
+    /// Engine: logical units (what naive computes).
+    pub engine_tokens_logical: u64,
+    /// Engine: llama_decode calls.
+    pub engine_decode_calls: u64,
+    /// Engine logical tokens per second.
+    pub engine_effective_tokens_per_s: f64,
+    /// Engine effective tokens/s over raw tokens/s.
+    pub ratio_effective_over_raw: f64,
+    /// Naive time over engine time.
+    pub ratio_naive_over_engine: f64,
+    /// Largest difference between naive and engine option probabilities.
+    pub max_prob_diff: f64,
+    /// Peak resident memory of the process, MiB (VmHWM), if known.
+    pub peak_rss_mib: Option<f64>,
+}
+
+impl EngineBench {
+    /// The figures as a text table with the ratios (what `deopt bench engine` and `cargo bench`
+    /// print).
+    pub fn table(&self) -> String {
+        let b = self;
+        let mut s = format!(
+            "model {} ({} threads); workload: {} soft prompts (T={}) x {} VSM13 items\n",
+            b.model, b.threads, b.prompts, b.rows, b.items
+        );
+        s += &format!(
+            "raw prompt processing   {:>8} tokens {:>8.2} s  {:>8.1} tokens/s\n",
+            b.raw_tokens, b.raw_seconds, b.raw_tokens_per_s
+        );
+        s += &format!(
+            "naive (per pair)        {:>8} tokens {:>8.2} s  {:>8.1} tokens/s\n",
+            b.naive_tokens,
+            b.naive_seconds,
+            b.naive_tokens as f64 / b.naive_seconds
+        );
+        s += &format!(
+            "engine                  {:>8} tokens {:>8.2} s  {:>8.1} logical tokens/s ({} logical, {} decode calls)\n",
+            b.engine_tokens_computed,
+            b.engine_seconds,
+            b.engine_effective_tokens_per_s,
+            b.engine_tokens_logical,
+            b.engine_decode_calls
+        );
+        s += &format!("engine effective / raw tokens/s: {:.2}x\n", b.ratio_effective_over_raw);
+        s += &format!("naive time / engine time:        {:.2}x\n", b.ratio_naive_over_engine);
+        s += &format!("max |p_naive - p_engine|:        {:.2e}\n", b.max_prob_diff);
+        if let Some(m) = b.peak_rss_mib {
+            s += &format!("peak memory:                     {m:.0} MiB\n");
+        }
+        s
+    }
+}
+
+/// The benchmark workload.
+#[derive(Debug, Clone)]
+pub struct Workload<'a> {
+    /// Survey whose items are scored.
+    pub survey: &'a Survey,
+    /// Number of random soft prompts.
+    pub prompts: usize,
+    /// Rows per prompt.
+    pub rows: usize,
+    /// Seed of the prompts.
+    pub seed: u64,
+}
+
+/// Run the benchmark.
+///
+/// # Errors
+/// Model or decode failures.
+pub fn engine_bench(
+    model: &Model,
+    model_name: &str,
+    config: &EngineConfig,
+    work: &Workload<'_>,
+    mut progress: impl FnMut(&str),
+) -> Result<EngineBench> {
+    let (survey, prompts, rows, seed) = (work.survey, work.prompts, work.rows, work.seed);
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
+    let soft: Vec<SoftPrompt> =
+        (0..prompts).map(|_| init::draw(model, InitKind::Vocab, rows, &mut rng)).collect::<Result<_>>()?;
+    let items: Vec<_> = survey.items.iter().collect();
+    let plan = Plan::new(model, &items, &Layout::default())?;
+
+    // Raw prompt processing: one batch of 512 random tokens, after a warm-up batch.
+    progress("raw prompt processing (512-token batch)");
+    let raw_tokens = 512usize;
+    let params = ContextParams {
+        n_ctx: 2048,
+        n_batch: 512,
+        n_ubatch: 512,
+        n_seq_max: 1,
+        n_threads: config.threads as i32,
+        n_threads_batch: config.threads as i32,
+        kv_unified: false,
+        flash_attn: None,
+    };
+    let mut ctx = Context::new(model, &params)?;
+    let mut batch = TokenBatch::new(raw_tokens, 1)?;
+    let toks: Vec<Token> = (0..raw_tokens).map(|_| rng.gen_range(4..model.n_vocab() as i32)).collect();
+    batch.push_seq(&toks, 0, &[0], true)?;
+    ctx.decode_tokens(&batch)?;
+    ctx.clear();
+    let t = Instant::now();
+    ctx.decode_tokens(&batch)?;
+    let raw_seconds = t.elapsed().as_secs_f64();
+    let raw_tps = raw_tokens as f64 / raw_seconds;
+
+    // Naive: every (prompt, item) decoded from scratch in one sequence.
+    progress("naive scoring (every prompt x item from scratch)");
+    let t = Instant::now();
+    let mut naive_tokens = 0u64;
+    let mut naive_scores: Vec<Vec<Vec<f64>>> = Vec::new();
+    let mut tb = TokenBatch::new(2048, 1)?;
+    let mut eb = EmbdBatch::new(rows.max(1), model.n_embd_inp(), 1)?;
+    for p in &soft {
+        let mut per_item = Vec::new();
+        for it in &plan.items {
+            ctx.clear();
+            tb.clear();
+            tb.push_seq(&it.before, 0, &[0], false)?;
+            ctx.decode_tokens(&tb)?;
+            let mut pos = it.before.len() as i32;
+            if rows > 0 {
+                eb.clear();
+                for r in 0..rows {
+                    eb.push(p.row(r), pos + r as i32, &[0], false)?;
+                }
+                ctx.decode_embd(&eb)?;
+                pos += rows as i32;
+            }
+            tb.clear();
+            let last = tb.push_seq(&it.after, pos, &[0], true)?.expect("cue tokens");
+            ctx.decode_tokens(&tb)?;
+            naive_tokens += (it.before.len() + rows + it.after.len()) as u64;
+            let logits = ctx.logits(last)?;
+            // Single-token labels (VSM13): normalise the label tokens' probabilities.
+            let l: Vec<f64> = it.labels.iter().map(|l| f64::from(logits[l[0] as usize])).collect();
+            let m = l.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = l.iter().map(|v| (v - m).exp()).collect();
+            let s: f64 = e.iter().sum();
+            per_item.push(e.iter().map(|v| v / s).collect());
+        }
+        naive_scores.push(per_item);
+    }
+    let naive_seconds = t.elapsed().as_secs_f64();
+    drop(ctx);
+
+    progress("engine scoring (shared prefixes, batched)");
+    let mut engine = Engine::new(model, config.clone())?;
+    let refs: Vec<&SoftPrompt> = soft.iter().collect();
+    let t = Instant::now();
+    let scores: Vec<Vec<ItemScore>> = engine.score(&plan, &refs)?;
+    let engine_seconds = t.elapsed().as_secs_f64();
+    let st = engine.stats();
+    let mut max_diff: f64 = 0.0;
+    for (a, b) in scores.iter().zip(&naive_scores) {
+        for (x, y) in a.iter().zip(b) {
+            for (p, q) in x.probs.iter().zip(y) {
+                max_diff = max_diff.max((p - q).abs());
+            }
+        }
+    }
+    let eff = st.logical as f64 / engine_seconds;
+    Ok(EngineBench {
+        model: model_name.to_string(),
+        threads: config.threads,
+        raw_tokens,
+        raw_seconds,
+        raw_tokens_per_s: raw_tps,
+        prompts,
+        rows,
+        items: plan.items.len(),
+        naive_seconds,
+        naive_tokens,
+        engine_seconds,
+        engine_tokens_computed: st.computed,
+        engine_tokens_logical: st.logical,
+        engine_decode_calls: st.decode_calls,
+        engine_effective_tokens_per_s: eff,
+        ratio_effective_over_raw: eff / raw_tps,
+        ratio_naive_over_engine: naive_seconds / engine_seconds,
+        max_prob_diff: max_diff,
+        peak_rss_mib: peak_rss_mib(),
+    })
+}
+
+/// Peak resident set size of this process in MiB (Linux), if known.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}

@@ -1,0 +1,815 @@
+//! The scoring engine: for many soft prompts and many survey items, the probability of every
+//! answer option, computed with llama.cpp.
+//!
+//! How the work is shared. Every (prompt, item) is a sequence of units, tokens or soft-prompt
+//! rows: `before` tokens, the T soft rows, `after` tokens ending in the answer cue, then the
+//! label prefixes whose next-token distribution is needed. All sequences of one prompt form a
+//! trie, so every distinct prefix (the instruction, an item stem shared by several items) is
+//! computed once. The prompt-independent head of the trie (BOS, chat header, ...) is computed
+//! once per engine and kept in KV sequence 0. The rest of a prompt's trie is decoded in waves:
+//! all nodes whose parent is done go into the same `llama_decode` calls, each in its own KV
+//! sequence, with branches made by copying the parent's KV range (a unified KV buffer makes
+//! that a relabelling, not a copy).
+//!
+//! Why one prompt at a time. Floating-point results of a decode depend slightly on what else
+//! is in the batch; processing each prompt with the same schedule makes its answers
+//! bit-identical whether it is scored alone or among others, in any order. The trie already
+//! gives batches of hundreds of tokens per call.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+pub mod generation;
+
+use anyhow::{bail, Context as _, Result};
+use serde::Serialize;
+
+use crate::llama::{Context, ContextParams, EmbdBatch, Model, Pos, SeqId, Token, TokenBatch};
+use crate::prompt::render::{self, Layout};
+use crate::prompt::softprompt::SoftPrompt;
+use crate::data::survey::Item;
+
+/// Engine settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct EngineConfig {
+    /// CPU threads for llama.cpp.
+    pub threads: usize,
+    /// Most units per decode call.
+    pub batch: usize,
+    /// Most KV sequences alive at once (2 to 256).
+    pub seq_max: usize,
+    /// Upper bound on the context (KV cells) the engine may allocate; None = the model's
+    /// training context.
+    pub max_ctx: Option<usize>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        EngineConfig { threads, batch: 512, seq_max: 128, max_ctx: None }
+    }
+}
+
+/// One item, rendered and tokenized.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedItem {
+    /// Item id.
+    pub id: String,
+    /// Tokens before the soft prompt (BOS, chat header, ...).
+    pub before: Vec<Token>,
+    /// Tokens after the soft prompt, ending with the answer cue.
+    pub after: Vec<Token>,
+    /// Token sequence of each option's label (its code written out), in option order.
+    pub labels: Vec<Vec<Token>>,
+}
+
+/// Items rendered for one layout; reusable across calls.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Unique id, so schedules can be cached per plan.
+    id: u64,
+    /// The items.
+    pub items: Vec<PlannedItem>,
+    /// Rendered text of the first item with `[SOFT PROMPT: T rows]` in place, for `--show-prompt`.
+    pub example: String,
+    /// Whether the model's chat template was used.
+    pub chat: bool,
+}
+
+impl Plan {
+    /// Render and tokenize items with a layout.
+    ///
+    /// # Errors
+    /// If the layout asks for a chat template the model lacks, or tokenization fails.
+    pub fn new(model: &Model, items: &[&Item], layout: &Layout) -> Result<Plan> {
+        let chat = render::use_chat(model, layout.template)?;
+        let bos = model.bos();
+        let mut planned = Vec::with_capacity(items.len());
+        let mut example = String::new();
+        for (n, item) in items.iter().enumerate() {
+            let (system, user) = render::messages(layout, item);
+            let text = render::conversation(model, chat, system.as_deref(), &user)?;
+            if n == 0 {
+                example = text.replace(render::SOFT_MARKER, "[SOFT PROMPT: T rows]");
+            }
+            let (a, b) = render::split_at_marker(&text);
+            let mut before = model.tokenize(&a, false, true)?;
+            if model.add_bos() {
+                if let Some(bos) = bos {
+                    if before.first() != Some(&bos) {
+                        before.insert(0, bos);
+                    }
+                }
+            }
+            let after = if b.is_empty() { Vec::new() } else { model.tokenize(&b, false, true)? };
+            let labels = (0..item.n_options())
+                .map(|k| model.tokenize(&item.code(k).to_string(), false, false))
+                .collect::<Result<Vec<_>, _>>()?;
+            planned.push(PlannedItem { id: item.id.clone(), before, after, labels });
+        }
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Plan { id, items: planned, example, chat })
+    }
+}
+
+impl Plan {
+    /// The plan for a range of its items (a new plan id).
+    pub fn subset(plan: &Plan, range: std::ops::Range<usize>) -> Plan {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 40);
+        Plan {
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            items: plan.items[range].to_vec(),
+            example: plan.example.clone(),
+            chat: plan.chat,
+        }
+    }
+}
+
+/// The model's answer distribution on one item.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ItemScore {
+    /// Probability of each option (in option order), normalised over the options.
+    pub probs: Vec<f64>,
+    /// Probability mass the model put on the option labels before normalising (low = the
+    /// model would rather say something else).
+    pub label_mass: f64,
+}
+
+impl ItemScore {
+    /// Probability-weighted answer code.
+    pub fn expected(&self, first_code: i32) -> f64 {
+        self.probs.iter().enumerate().map(|(k, p)| p * f64::from(first_code + k as i32)).sum()
+    }
+
+    /// Most probable answer code (the first on ties).
+    pub fn argmax(&self, first_code: i32) -> i32 {
+        let mut best = 0;
+        for (k, p) in self.probs.iter().enumerate() {
+            if *p > self.probs[best] {
+                best = k;
+            }
+        }
+        first_code + best as i32
+    }
+}
+
+/// Work counters, for benchmarks and run histories.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct EngineStats {
+    /// Units (tokens and soft rows) actually decoded.
+    pub computed: u64,
+    /// Units the same answers would take without any sharing (sum of full sequence lengths).
+    pub logical: u64,
+    /// `llama_decode` calls.
+    pub decode_calls: u64,
+    /// (prompt, item) pairs scored.
+    pub pairs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Unit {
+    Tok(Token),
+    Soft(u32),
+}
+
+/// A compressed trie node: a run of units of one kind, decoded in one KV sequence.
+#[derive(Debug, Clone)]
+struct Node {
+    units: Vec<Unit>,
+    /// Logit slot for units that need their next-token distribution, by offset in `units`.
+    want: Vec<(usize, usize)>,
+    start: Pos,
+    children: Vec<usize>,
+}
+
+impl Node {
+    fn end(&self) -> Pos {
+        self.start + self.units.len() as Pos
+    }
+    fn has_soft(&self) -> bool {
+        matches!(self.units.first(), Some(Unit::Soft(_)))
+    }
+}
+
+/// What to read at a logit slot: which item, which label prefix.
+#[derive(Debug, Clone)]
+struct Slot {
+    item: usize,
+    prefix: Vec<Token>,
+    /// Tokens whose log-probability is needed here.
+    next: Vec<Token>,
+}
+
+/// The per-prompt schedule for a plan and a soft-prompt length.
+#[derive(Debug, Clone)]
+struct Schedule {
+    /// Prompt-independent head, kept in KV sequence 0.
+    head: Vec<Token>,
+    nodes: Vec<Node>,
+    /// Children of the head.
+    roots: Vec<usize>,
+    slots: Vec<Slot>,
+    /// KV cells one prompt needs beyond the head.
+    cells: usize,
+    /// With a soft prompt every unit after the head is fed as an embedding row (tokens as their
+    /// scaled embedding rows, which the token path reproduces exactly), so soft rows and the
+    /// text after them share decode calls instead of alternating between two batch kinds.
+    all_embd: bool,
+    /// Scaled embedding rows of the tokens fed as embeddings.
+    token_rows: HashMap<Token, Vec<f32>>,
+    logical: u64,
+}
+
+impl Schedule {
+    fn build(plan: &Plan, rows: usize, gen: bool) -> Schedule {
+        let all_embd = rows > 0;
+        // Uncompressed trie: per node its unit, children by unit, and wanted slots.
+        struct Raw {
+            unit: Option<Unit>,
+            children: HashMap<Unit, usize>,
+            order: Vec<usize>,
+            want: Option<usize>,
+        }
+        let mut raw = vec![Raw { unit: None, children: HashMap::new(), order: Vec::new(), want: None }];
+        let mut slots = Vec::new();
+        let mut logical = 0u64;
+        for (i, item) in plan.items.iter().enumerate() {
+            let base: Vec<Unit> = item
+                .before
+                .iter()
+                .map(|&t| Unit::Tok(t))
+                .chain((0..rows as u32).map(Unit::Soft))
+                .chain(item.after.iter().map(|&t| Unit::Tok(t)))
+                .collect();
+            logical += base.len() as u64;
+            // Label prefixes whose next-token distribution is needed: every proper prefix of a
+            // label, and every label that another label extends.
+            let mut prefixes: Vec<Vec<Token>> = Vec::new();
+            if gen {
+                // Generation reads the whole next-token distribution at the cue only.
+                prefixes.push(Vec::new());
+            }
+            for l in item.labels.iter().filter(|_| !gen) {
+                for j in 0..=l.len() {
+                    let p = l[..j].to_vec();
+                    let extended = item.labels.iter().any(|m| m.len() > j && m[..j] == p[..]);
+                    if extended && !prefixes.contains(&p) {
+                        prefixes.push(p);
+                    }
+                }
+            }
+            for p in prefixes {
+                let next: BTreeSet<Token> = item
+                    .labels
+                    .iter()
+                    .filter(|m| m.len() > p.len() && m[..p.len()] == p[..])
+                    .map(|m| m[p.len()])
+                    .collect();
+                let slot = slots.len();
+                slots.push(Slot { item: i, prefix: p.clone(), next: next.into_iter().collect() });
+                let mut node = 0;
+                for u in base.iter().copied().chain(p.iter().map(|&t| Unit::Tok(t))) {
+                    node = match raw[node].children.get(&u) {
+                        Some(&c) => c,
+                        None => {
+                            let c = raw.len();
+                            raw.push(Raw {
+                                unit: Some(u),
+                                children: HashMap::new(),
+                                order: Vec::new(),
+                                want: None,
+                            });
+                            raw[node].children.insert(u, c);
+                            raw[node].order.push(c);
+                            c
+                        }
+                    };
+                }
+                raw[node].want = Some(slot);
+            }
+        }
+        // Head: the single-child chain of tokens from the root that needs no logits.
+        let mut head = Vec::new();
+        let mut at = 0;
+        while raw[at].order.len() == 1 {
+            let c = raw[at].order[0];
+            match raw[c].unit {
+                Some(Unit::Tok(t)) if raw[c].want.is_none() => {
+                    head.push(t);
+                    at = c;
+                }
+                _ => break,
+            }
+        }
+        // Compress the rest into runs of one kind that end at a branch.
+        let mut nodes: Vec<Node> = Vec::new();
+        let mut roots = Vec::new();
+        let mut cells = 0usize;
+        // (raw node to start a run at, parent compressed node, start position)
+        let mut stack: Vec<(usize, Option<usize>, Pos)> =
+            raw[at].order.iter().rev().map(|&c| (c, None, head.len() as Pos)).collect();
+        while let Some((first, parent, start)) = stack.pop() {
+            let id = nodes.len();
+            let kind_soft = matches!(raw[first].unit, Some(Unit::Soft(_)));
+            let mut node = Node { units: Vec::new(), want: Vec::new(), start, children: Vec::new() };
+            let mut r = first;
+            loop {
+                node.units.push(raw[r].unit.expect("non-root"));
+                if let Some(s) = raw[r].want {
+                    node.want.push((node.units.len() - 1, s));
+                }
+                let next = &raw[r].order;
+                if next.len() == 1
+                    && (all_embd || matches!(raw[next[0]].unit, Some(Unit::Soft(_))) == kind_soft)
+                {
+                    r = next[0];
+                } else {
+                    break;
+                }
+            }
+            cells += node.units.len();
+            let end = node.end();
+            for &c in raw[r].order.iter().rev() {
+                stack.push((c, Some(id), end));
+            }
+            match parent {
+                Some(p) => nodes[p].children.push(id),
+                None => roots.push(id),
+            }
+            nodes.push(node);
+        }
+        // Children were pushed in reverse stack order; restore trie order for determinism.
+        for n in &mut nodes {
+            n.children.sort_unstable();
+        }
+        roots.sort_unstable();
+        Schedule { head, nodes, roots, slots, cells, logical, all_embd, token_rows: HashMap::new() }
+    }
+}
+
+/// Batched scoring of soft prompts on survey items, on one llama.cpp context.
+pub struct Engine<'m> {
+    model: &'m Model,
+    config: EngineConfig,
+    ctx: Option<Context<'m>>,
+    ctx_cells: usize,
+    /// The head currently held in KV sequence 0.
+    held_head: Option<Vec<Token>>,
+    schedules: HashMap<(u64, usize, bool), Schedule>,
+    stats: EngineStats,
+}
+
+impl<'m> Engine<'m> {
+    /// An engine on a loaded model. The context is created on first use, sized for the work.
+    pub fn new(model: &'m Model, config: EngineConfig) -> Result<Self> {
+        if !(2..=256).contains(&config.seq_max) {
+            bail!("--seq-max {}: expected 2 to 256", config.seq_max);
+        }
+        if config.batch < 1 {
+            bail!("--batch {}: expected at least 1", config.batch);
+        }
+        Ok(Engine {
+            model,
+            config,
+            ctx: None,
+            ctx_cells: 0,
+            held_head: None,
+            schedules: HashMap::new(),
+            stats: EngineStats::default(),
+        })
+    }
+
+    /// The model.
+    pub fn model(&self) -> &'m Model {
+        self.model
+    }
+
+    /// Work done so far.
+    pub fn stats(&self) -> EngineStats {
+        self.stats
+    }
+
+    /// KV cells (tokens of context) a plan needs with soft prompts of `rows` rows.
+    pub fn cells_needed(&mut self, plan: &Plan, rows: usize) -> usize {
+        let s = self.schedule(plan, rows, false);
+        s.head.len() + s.cells
+    }
+
+    fn schedule(&mut self, plan: &Plan, rows: usize, gen: bool) -> &Schedule {
+        let key = (plan.id, rows, gen);
+        let model = self.model;
+        self.schedules.entry(key).or_insert_with(|| {
+            let mut s = Schedule::build(plan, rows, gen);
+            if s.all_embd {
+                let mut toks: Vec<Token> = s
+                    .nodes
+                    .iter()
+                    .flat_map(|n| n.units.iter())
+                    .filter_map(|u| if let Unit::Tok(t) = u { Some(*t) } else { None })
+                    .collect();
+                toks.sort_unstable();
+                toks.dedup();
+                // A row that cannot be read leaves the token out; decoding then reports it.
+                if let Ok(rows) = model.token_embeddings().scaled_rows(&toks) {
+                    let w = model.n_embd_inp();
+                    s.token_rows = toks
+                        .iter()
+                        .enumerate()
+                        .map(|(k, t)| (*t, rows[k * w..(k + 1) * w].to_vec()))
+                        .collect();
+                }
+            }
+            s
+        })
+    }
+
+    /// Answer distributions for every prompt (outer) and item (inner, plan order).
+    ///
+    /// All prompts must have the model's width. Each prompt is scored with the same schedule,
+    /// so its answers do not depend on the other prompts or their order.
+    ///
+    /// # Errors
+    /// Width mismatch, a context that cannot be created, decode failures.
+    pub fn score(&mut self, plan: &Plan, prompts: &[&SoftPrompt]) -> Result<Vec<Vec<ItemScore>>> {
+        let n_embd = self.model.n_embd_inp();
+        let mut by_rows: Vec<usize> = Vec::new();
+        for p in prompts {
+            if p.n_embd() != n_embd && p.rows() > 0 {
+                bail!("soft prompt is {} wide but the model's embeddings are {} wide", p.n_embd(), n_embd);
+            }
+            if !by_rows.contains(&p.rows()) {
+                by_rows.push(p.rows());
+            }
+        }
+        // Schedules are cached per (plan, rows); drop them all if the cache grows.
+        if self.schedules.len() > 16 {
+            self.schedules.clear();
+        }
+        let mut out = Vec::with_capacity(prompts.len());
+        for p in prompts {
+            let sched = self.schedule(plan, p.rows(), false).clone();
+            self.ensure_context(&sched)?;
+            let (logp, _, _) = self.run_schedule(&sched, p, false)?;
+            self.stats.pairs += plan.items.len() as u64;
+            out.push(item_scores(plan, &sched, &logp));
+        }
+        Ok(out)
+    }
+
+    fn ensure_context(&mut self, s: &Schedule) -> Result<()> {
+        let need = s.head.len() + s.cells;
+        if self.ctx.is_none() || self.ctx_cells < need {
+            self.ctx = None;
+            // Room for the largest plan seen, rounded up; llama.cpp pads to 256 anyway.
+            let cells = need.max(self.ctx_cells).div_ceil(256) * 256;
+            let limit = self.config.max_ctx.unwrap_or(self.model.n_ctx_train());
+            if limit > 0 && need > limit {
+                let by =
+                    if self.config.max_ctx.is_some() { "--ctx allows" } else { "the model was trained on" };
+                bail!(
+                    "the layout needs {need} tokens of context per prompt but {by} {limit}; \
+                     score fewer items at once or shorten the soft prompt"
+                );
+            }
+            let params = ContextParams {
+                n_ctx: cells as u32,
+                // With a unified KV buffer llama.cpp reserves outputs for 256 sequences and
+                // asserts that n_batch covers them; calls still carry at most `batch` units.
+                n_batch: self.config.batch.max(256) as u32,
+                n_ubatch: self.config.batch as u32,
+                n_seq_max: self.config.seq_max as u32,
+                n_threads: self.config.threads as i32,
+                n_threads_batch: self.config.threads as i32,
+                kv_unified: true,
+                flash_attn: None,
+            };
+            self.ctx = Some(Context::new(self.model, &params).context("creating the llama.cpp context")?);
+            self.ctx_cells = cells;
+            self.held_head = None;
+        }
+        if self.held_head.as_deref() != Some(&s.head[..]) {
+            let ctx = self.ctx.as_mut().expect("context");
+            ctx.clear();
+            self.held_head = None;
+            let mut batch = TokenBatch::new(self.config.batch, 1)?;
+            for (c, chunk) in s.head.chunks(self.config.batch).enumerate() {
+                batch.clear();
+                batch.push_seq(chunk, (c * self.config.batch) as Pos, &[0], false)?;
+                ctx.decode_tokens(&batch)?;
+                self.stats.decode_calls += 1;
+                self.stats.computed += chunk.len() as u64;
+            }
+            self.held_head = Some(s.head.clone());
+        }
+        Ok(())
+    }
+
+    /// Decode a prompt's trie. Returns log-probabilities per slot, the most probable next token
+    /// per slot, and with `keep` the (sequence, next position) holding each slot's context,
+    /// left alive for generation (the caller releases them).
+    #[allow(clippy::type_complexity)]
+    fn run_schedule(
+        &mut self,
+        s: &Schedule,
+        prompt: &SoftPrompt,
+        keep: bool,
+    ) -> Result<(Vec<HashMap<Token, f64>>, Vec<Token>, Vec<(SeqId, Pos)>)> {
+        let ctx = self.ctx.as_mut().expect("context");
+        let n_embd = self.model.n_embd_inp();
+        let batch_cap = self.config.batch;
+        let mut tok_batch = TokenBatch::new(batch_cap, 1)?;
+        let mut emb_batch = EmbdBatch::new(batch_cap, n_embd, 1)?;
+        // log p(next) per slot and token.
+        let mut logp: Vec<HashMap<Token, f64>> = vec![HashMap::new(); s.slots.len()];
+        let mut best: Vec<Token> = vec![0; s.slots.len()];
+        let mut kept: Vec<(SeqId, Pos)> = vec![(-1, 0); s.slots.len()];
+        let mut kept_seqs: BTreeSet<SeqId> = BTreeSet::new();
+
+        let mut free: BTreeSet<SeqId> = (1..self.config.seq_max as SeqId).collect();
+        let mut ready: VecDeque<(usize, SeqId)> = VecDeque::new();
+        // Nodes done whose children still need a sequence: (node, holder sequence, children left).
+        let mut waiting: VecDeque<(usize, SeqId, Vec<usize>)> = VecDeque::new();
+        // Per sequence: how many waiting entries hold it, and whether its path has ended.
+        let mut holds: HashMap<SeqId, usize> = HashMap::new();
+        let mut ended: BTreeSet<SeqId> = BTreeSet::new();
+        let head_len = s.head.len() as Pos;
+        waiting.push_back((usize::MAX, 0, s.roots.clone()));
+
+        let release = |ctx: &mut Context<'m>, seq: SeqId, free: &mut BTreeSet<SeqId>| -> Result<()> {
+            ctx.seq_rm(seq, -1, -1)?;
+            free.insert(seq);
+            Ok(())
+        };
+
+        loop {
+            // Give waiting children sequences, copying the parent's KV range.
+            while let Some((node, holder, mut kids)) = waiting.pop_front() {
+                let end = if node == usize::MAX { head_len } else { s.nodes[node].end() };
+                while !kids.is_empty() {
+                    let Some(&seq) = free.iter().next() else {
+                        // No free sequence: the last child may take over its ended holder.
+                        if kids.len() == 1 && holder != 0 && holds[&holder] == 1 && ended.remove(&holder) {
+                            ctx.seq_rm(holder, end, -1)?;
+                            holds.insert(holder, 0);
+                            ready.push_back((kids.remove(0), holder));
+                            continue;
+                        }
+                        break;
+                    };
+                    free.remove(&seq);
+                    ctx.seq_cp(holder, seq, -1, end)?;
+                    ready.push_back((kids.remove(0), seq));
+                }
+                if kids.is_empty() {
+                    if holder != 0 && holds[&holder] > 0 {
+                        let h = holds.get_mut(&holder).expect("held");
+                        *h -= 1;
+                        if *h == 0 && ended.remove(&holder) {
+                            release(ctx, holder, &mut free)?;
+                        }
+                    }
+                } else {
+                    waiting.push_front((node, holder, kids));
+                    break;
+                }
+            }
+            if ready.is_empty() {
+                if waiting.is_empty() {
+                    break;
+                }
+                bail!("engine scheduling stalled: no free KV sequence (raise --seq-max)");
+            }
+            // One wave: every ready node, embedding runs first, then tokens, in calls of `batch` units.
+            let wave: Vec<(usize, SeqId)> = ready.drain(..).collect();
+            for soft in [true, false] {
+                let mut entries: Vec<(Unit, Pos, SeqId, Option<usize>)> = Vec::new();
+                for &(n, seq) in wave.iter().filter(|(n, _)| (s.all_embd || s.nodes[*n].has_soft()) == soft) {
+                    let node = &s.nodes[n];
+                    for (k, u) in node.units.iter().enumerate() {
+                        let want = node.want.iter().find(|(o, _)| *o == k).map(|w| w.1);
+                        entries.push((*u, node.start + k as Pos, seq, want));
+                    }
+                }
+                for chunk in entries.chunks(batch_cap) {
+                    let mut wanted: Vec<(usize, usize)> = Vec::new();
+                    if soft {
+                        emb_batch.clear();
+                        for &(u, pos, seq, want) in chunk {
+                            let row = match u {
+                                Unit::Soft(r) => prompt.row(r as usize),
+                                Unit::Tok(t) => s
+                                    .token_rows
+                                    .get(&t)
+                                    .ok_or_else(|| anyhow::anyhow!("no embedding row for token {t}"))?,
+                            };
+                            let i = emb_batch.push(row, pos, &[seq], want.is_some())?;
+                            if let Some(w) = want {
+                                wanted.push((i, w));
+                            }
+                        }
+                        ctx.decode_embd(&emb_batch)?;
+                    } else {
+                        tok_batch.clear();
+                        for &(u, pos, seq, want) in chunk {
+                            let Unit::Tok(t) = u else { unreachable!("token run holds tokens") };
+                            let i = tok_batch.push(t, pos, &[seq], want.is_some())?;
+                            if let Some(w) = want {
+                                wanted.push((i, w));
+                            }
+                        }
+                        ctx.decode_tokens(&tok_batch)?;
+                    }
+                    self.stats.decode_calls += 1;
+                    self.stats.computed += chunk.len() as u64;
+                    for (i, slot) in wanted {
+                        let logits = ctx.logits(i)?;
+                        best[slot] = argmax(logits);
+                        let lse = log_sum_exp(logits);
+                        for &t in &s.slots[slot].next {
+                            logp[slot].insert(t, f64::from(logits[t as usize]) - lse);
+                        }
+                    }
+                }
+            }
+            // Children: the first continues in the node's sequence, the others wait for one.
+            for &(n, seq) in &wave {
+                let kids = &s.nodes[n].children;
+                if keep {
+                    for &(_, slot) in &s.nodes[n].want {
+                        kept[slot] = (seq, s.nodes[n].end());
+                        kept_seqs.insert(seq);
+                    }
+                }
+                if kids.is_empty() {
+                    if keep && kept_seqs.contains(&seq) {
+                        continue;
+                    }
+                    if holds.get(&seq).copied().unwrap_or(0) > 0 {
+                        ended.insert(seq);
+                    } else {
+                        release(ctx, seq, &mut free)?;
+                    }
+                    continue;
+                }
+                ready.push_back((kids[0], seq));
+                if kids.len() > 1 {
+                    *holds.entry(seq).or_default() += 1;
+                    waiting.push_back((n, seq, kids[1..].to_vec()));
+                }
+            }
+        }
+        // Everything but the head (and kept sequences) is released.
+        debug_assert_eq!(free.len() + kept_seqs.len(), self.config.seq_max - 1);
+        self.stats.logical += s.logical;
+        Ok((logp, best, kept))
+    }
+
+    /// Greedy generation after each item's answer cue, batched over items: the text the model
+    /// writes (up to `max_tokens` tokens, ending at a line break, the end-of-text token, or the
+    /// end of the first number). Used by `--answers generate`, which parses the first integer
+    /// as CultureSPA does.
+    ///
+    /// # Errors
+    /// As [`Engine::score`].
+    pub fn generate(&mut self, plan: &Plan, prompt: &SoftPrompt, max_tokens: usize) -> Result<Vec<String>> {
+        let n_embd = self.model.n_embd_inp();
+        prompt.check_width(n_embd, "soft prompt")?;
+        let mut texts = Vec::with_capacity(plan.items.len());
+        // Each item keeps a sequence alive while generating: take items in chunks that leave
+        // room for the trie's branches.
+        let chunk = (self.config.seq_max / 2).max(1);
+        for start in (0..plan.items.len()).step_by(chunk) {
+            let sub = Plan::subset(plan, start..(start + chunk).min(plan.items.len()));
+            let sched = self.schedule(&sub, prompt.rows(), true).clone();
+            self.ensure_context(&sched)?;
+            let (_, first, kept) = self.run_schedule(&sched, prompt, true)?;
+            texts.extend(self.greedy(&first, &kept, max_tokens)?);
+            self.stats.pairs += sub.items.len() as u64;
+            self.schedules.remove(&(sub.id, prompt.rows(), true));
+        }
+        Ok(texts)
+    }
+
+    /// Continue every kept sequence greedily; slot k's text goes to output k. Releases the
+    /// sequences at the end.
+    fn greedy(&mut self, first: &[Token], kept: &[(SeqId, Pos)], max_tokens: usize) -> Result<Vec<String>> {
+        let model = self.model;
+        let ctx = self.ctx.as_mut().expect("context");
+        // One generation per distinct sequence (identical items share one).
+        let mut seqs: Vec<SeqId> = kept.iter().map(|k| k.0).collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        struct Gen {
+            seq: SeqId,
+            pos: Pos,
+            next: Token,
+            text: String,
+            digits: bool,
+            done: bool,
+        }
+        let mut gens: Vec<Gen> = seqs
+            .iter()
+            .map(|&seq| {
+                let k = kept.iter().position(|x| x.0 == seq).expect("kept");
+                Gen { seq, pos: kept[k].1, next: first[k], text: String::new(), digits: false, done: false }
+            })
+            .collect();
+        let eos = model.eos();
+        let mut batch = TokenBatch::new(gens.len().max(1), 1)?;
+        for step in 0..max_tokens {
+            batch.clear();
+            let mut idx = Vec::new();
+            for (g_i, g) in gens.iter_mut().enumerate().filter(|(_, g)| !g.done) {
+                let piece = model.token_to_piece(g.next, false).unwrap_or_default();
+                let has_digit = piece.chars().any(|c| c.is_ascii_digit());
+                let ends_number = g.digits && !piece.chars().all(|c| c.is_ascii_digit());
+                if Some(g.next) == eos || piece.contains('\n') || ends_number {
+                    g.done = true;
+                    continue;
+                }
+                g.text.push_str(&piece);
+                g.digits |= has_digit;
+                if step + 1 == max_tokens {
+                    g.done = true;
+                    continue;
+                }
+                idx.push((g_i, batch.push(g.next, g.pos, &[g.seq], true)?));
+                g.pos += 1;
+            }
+            if idx.is_empty() {
+                break;
+            }
+            ctx.decode_tokens(&batch)?;
+            self.stats.decode_calls += 1;
+            self.stats.computed += idx.len() as u64;
+            for (g_i, b_i) in idx {
+                gens[g_i].next = argmax(ctx.logits(b_i)?);
+            }
+        }
+        for g in &gens {
+            ctx.seq_rm(g.seq, -1, -1)?;
+        }
+        Ok(kept
+            .iter()
+            .map(|k| gens.iter().find(|g| g.seq == k.0).map(|g| g.text.clone()).unwrap_or_default())
+            .collect())
+    }
+}
+
+/// Turn per-slot log-probabilities into option distributions. A label's probability is the
+/// product of its tokens' probabilities times the probability that it ends there (that no
+/// longer label continues it), so "1" and "10" are told apart.
+fn item_scores(plan: &Plan, s: &Schedule, logp: &[HashMap<Token, f64>]) -> Vec<ItemScore> {
+    let mut by_item: Vec<HashMap<Vec<Token>, usize>> = vec![HashMap::new(); plan.items.len()];
+    for (k, slot) in s.slots.iter().enumerate() {
+        by_item[slot.item].insert(slot.prefix.clone(), k);
+    }
+    plan.items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let raw: Vec<f64> = item
+                .labels
+                .iter()
+                .map(|l| {
+                    let mut lp = 0.0;
+                    for j in 0..l.len() {
+                        let slot = by_item[i][&l[..j]];
+                        lp += logp[slot][&l[j]];
+                    }
+                    let mut p = lp.exp();
+                    if let Some(&slot) = by_item[i].get(&l[..]) {
+                        let cont: f64 = s.slots[slot].next.iter().map(|t| logp[slot][t].exp()).sum();
+                        p *= (1.0 - cont).max(0.0);
+                    }
+                    p
+                })
+                .collect();
+            let mass: f64 = raw.iter().sum();
+            let probs = if mass > 0.0 {
+                raw.iter().map(|p| p / mass).collect()
+            } else {
+                vec![1.0 / raw.len() as f64; raw.len()]
+            };
+            ItemScore { probs, label_mass: mass }
+        })
+        .collect()
+}
+
+/// Index of the largest logit (the first one on ties): greedy decoding here and in
+/// [`generation`].
+pub(crate) fn argmax(logits: &[f32]) -> Token {
+    let mut best = 0;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > logits[best] {
+            best = i;
+        }
+    }
+    best as Token
+}
+
+fn log_sum_exp(x: &[f32]) -> f64 {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = x.iter().map(|&v| f64::from(v - max).exp()).sum();
+    f64::from(max) + sum.ln()
+}

@@ -1,0 +1,5 @@
+//! What leaves deopt: report.md with charts ([`report_files`]) and soft prompts exported for
+//! other tools ([`prompt_export`]).
+
+pub mod prompt_export;
+pub mod report_files;

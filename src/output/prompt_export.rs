@@ -1,0 +1,324 @@
+//! Exporting a run's best soft prompt for other tools, and reading every exported form back.
+//!
+//! Three formats, all holding the same f32 values bit for bit:
+//!
+//! * `safetensors`: deopt's own file (tensor `prompt`, string metadata), see [`SoftPrompt`].
+//! * `peft`: a PEFT prompt-tuning adapter directory, `adapter_config.json` plus
+//!   `adapter_model.safetensors` with the single tensor `prompt_embeddings` [T, n_embd]. PEFT's
+//!   `get_peft_model_state_dict` stores prompt-learning adapters under exactly that key, and
+//!   `set_peft_model_state_dict` loads it into the prompt encoder's embedding weight.
+//! * `npy`: `prompt.npy` (NumPy v1 format, `<f4`, C order, shape (T, n_embd)) plus a JSON
+//!   sidecar `prompt.json` with the metadata.
+//!
+//! [`load_any`] detects which of these a path holds, so `deopt eval --prompt` and
+//! `deopt generate --prompt` accept all of them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use safetensors::tensor::{Dtype, TensorView};
+use serde_json::json;
+
+use crate::run::directory;
+use crate::prompt::softprompt::SoftPrompt;
+
+/// File name of the deopt safetensors export.
+pub const SAFETENSORS_FILE: &str = "prompt.safetensors";
+/// File name of the PEFT adapter config.
+pub const PEFT_CONFIG: &str = "adapter_config.json";
+/// File name of the PEFT adapter weights.
+pub const PEFT_WEIGHTS: &str = "adapter_model.safetensors";
+/// Tensor name PEFT uses for prompt-tuning embeddings.
+pub const PEFT_TENSOR: &str = "prompt_embeddings";
+/// File name of the NumPy export.
+pub const NPY_FILE: &str = "prompt.npy";
+/// File name of the NumPy export's metadata sidecar.
+pub const NPY_SIDECAR: &str = "prompt.json";
+
+/// An export format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// deopt's safetensors file with metadata
+    Safetensors,
+    /// PEFT prompt-tuning adapter directory (adapter_config.json + adapter_model.safetensors)
+    Peft,
+    /// NumPy .npy (float32, shape [T, n_embd]) plus a JSON metadata sidecar
+    Npy,
+}
+
+/// What the exporter knows about the base model (from its GGUF, when it can be read).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelInfo {
+    /// `general.name` or `general.basename`.
+    pub name: Option<String>,
+    /// Number of transformer layers.
+    pub n_layer: Option<usize>,
+    /// Number of attention heads.
+    pub n_head: Option<usize>,
+}
+
+/// A run's best prompt and metadata.
+#[derive(Debug, Clone)]
+pub struct RunPrompt {
+    /// The prompt.
+    pub prompt: SoftPrompt,
+    /// Metadata of best_prompt.safetensors plus provenance from config.json.
+    pub metadata: BTreeMap<String, String>,
+    /// The run's config.json.
+    pub config: serde_json::Value,
+}
+
+/// Read a run directory's best prompt and config.
+///
+/// # Errors
+/// A directory without config.json or best_prompt.safetensors, or unreadable files.
+pub fn read_run(dir: &Path) -> Result<RunPrompt> {
+    let shown = dir.display();
+    if !dir.is_dir() {
+        bail!("{shown}: not a directory (expected a run directory from `deopt run`)");
+    }
+    let cfg_path = dir.join(directory::CONFIG);
+    let best = dir.join(directory::BEST_PROMPT);
+    if !cfg_path.is_file() || !best.is_file() {
+        bail!("{shown}: not a deopt run (needs {} and {})", directory::CONFIG, directory::BEST_PROMPT);
+    }
+    let bytes = std::fs::read(&cfg_path).with_context(|| format!("{}: cannot read", cfg_path.display()))?;
+    let config: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| anyhow!("{}: not a deopt run config ({e})", cfg_path.display()))?;
+    let (prompt, meta) = SoftPrompt::load(&best)?;
+    let mut metadata: BTreeMap<String, String> = meta.into_iter().collect();
+    metadata.insert("run_dir".into(), dir.display().to_string());
+    if let Some(name) = config.pointer("/model/name").and_then(|v| v.as_str()) {
+        metadata.insert("model_name".into(), name.to_string());
+    }
+    metadata.insert(
+        "input_space".into(),
+        "rows fed to the first layer as input embeddings (for Gemma: token embeddings x sqrt(n_embd))".into(),
+    );
+    Ok(RunPrompt { prompt, metadata, config })
+}
+
+/// The model file a run used, from its config.json.
+pub fn run_model_path(config: &serde_json::Value) -> Option<PathBuf> {
+    config.pointer("/model/path").and_then(|v| v.as_str()).map(PathBuf::from)
+}
+
+/// Write `run` in `format` into directory `out` (created if missing); returns the files written.
+///
+/// # Errors
+/// A directory that cannot be created or written.
+pub fn export(run: &RunPrompt, format: Format, out: &Path, info: &ModelInfo) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("{}: cannot create --out directory", out.display()))?;
+    let p = &run.prompt;
+    let mut meta = run.metadata.clone();
+    if let Some(n) = &info.name {
+        meta.insert("base_model".into(), n.clone());
+    }
+    let write = |name: &str, bytes: &[u8]| -> Result<PathBuf> {
+        let path = out.join(name);
+        crate::fsutil::write_atomic(&path, bytes)
+            .with_context(|| format!("{}: cannot write", path.display()))?;
+        Ok(path)
+    };
+    match format {
+        Format::Safetensors => {
+            let path = out.join(SAFETENSORS_FILE);
+            let m: HashMap<String, String> = meta.into_iter().collect();
+            p.save(&path, &m).with_context(|| format!("{}: cannot write", path.display()))?;
+            Ok(vec![path])
+        }
+        Format::Peft => {
+            let mut cfg = json!({
+                "peft_type": "PROMPT_TUNING",
+                "task_type": "CAUSAL_LM",
+                "num_virtual_tokens": p.rows(),
+                "token_dim": p.n_embd(),
+                "num_transformer_submodules": 1,
+                "prompt_tuning_init": "RANDOM",
+                "prompt_tuning_init_text": null,
+                "tokenizer_name_or_path": null,
+                "inference_mode": true,
+                "base_model_name_or_path": info.name,
+                "revision": null,
+                "modules_to_save": null,
+            });
+            if let Some(h) = info.n_head {
+                cfg["num_attention_heads"] = json!(h);
+            }
+            if let Some(l) = info.n_layer {
+                cfg["num_layers"] = json!(l);
+            }
+            let st = safetensors_bytes(PEFT_TENSOR, p, HashMap::from([("format".into(), "pt".into())]))?;
+            let a = write(PEFT_CONFIG, serde_json::to_string_pretty(&cfg)?.as_bytes())?;
+            let b = write(PEFT_WEIGHTS, &st)?;
+            Ok(vec![a, b])
+        }
+        Format::Npy => {
+            let mut side = serde_json::Map::new();
+            side.insert("format".into(), json!("deopt-softprompt-npy"));
+            side.insert("rows".into(), json!(p.rows()));
+            side.insert("n_embd".into(), json!(p.n_embd()));
+            side.insert("dtype".into(), json!("float32"));
+            side.insert("metadata".into(), json!(meta));
+            let a = write(NPY_FILE, &npy_bytes(p))?;
+            let b = write(NPY_SIDECAR, serde_json::to_string_pretty(&side)?.as_bytes())?;
+            Ok(vec![a, b])
+        }
+    }
+}
+
+fn safetensors_bytes(name: &str, p: &SoftPrompt, meta: HashMap<String, String>) -> Result<Vec<u8>> {
+    let bytes: Vec<u8> = p.data().iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view = TensorView::new(Dtype::F32, vec![p.rows(), p.n_embd()], &bytes)
+        .map_err(|e| anyhow!("building tensor: {e:?}"))?;
+    safetensors::serialize([(name, view)], &Some(meta)).map_err(|e| anyhow!("serialising {name}: {e:?}"))
+}
+
+/// A 2-D f32 array as NumPy's .npy v1 format (little-endian, C order).
+pub fn npy_bytes(p: &SoftPrompt) -> Vec<u8> {
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {}), }}", p.rows(), p.n_embd());
+    // Magic (6) + version (2) + length (2) + header, padded with spaces and a newline to 64.
+    let total = 10 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - total % 64) % 64));
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend(p.data().iter().flat_map(|v| v.to_le_bytes()));
+    out
+}
+
+/// Parse a .npy file holding a 2-D little-endian f32 C-order array.
+///
+/// # Errors
+/// Any other dtype, order, rank, version, or a truncated file.
+pub fn parse_npy(bytes: &[u8], shown: &str) -> Result<SoftPrompt> {
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        bail!("{shown}: not a .npy file");
+    }
+    let (hlen, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 if bytes.len() >= 12 => {
+            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+        }
+        v => bail!("{shown}: unsupported .npy version {v}"),
+    };
+    let header = bytes
+        .get(start..start + hlen)
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .ok_or_else(|| anyhow!("{shown}: truncated .npy header"))?;
+    let compact: String = header.chars().filter(|c| !c.is_whitespace()).collect();
+    if !compact.contains("'descr':'<f4'") {
+        bail!("{shown}: .npy dtype must be little-endian float32 ('<f4'), header: {}", header.trim());
+    }
+    if !compact.contains("'fortran_order':False") {
+        bail!("{shown}: .npy array must be in C order");
+    }
+    let shape = compact
+        .split_once("'shape':(")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(s, _)| s)
+        .ok_or_else(|| anyhow!("{shown}: .npy header has no shape"))?;
+    let dims: Vec<usize> = shape
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<usize>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| anyhow!("{shown}: bad .npy shape ({shape})"))?;
+    if dims.len() != 2 {
+        bail!("{shown}: .npy array has shape ({shape}), expected (T, n_embd)");
+    }
+    let data = &bytes[start + hlen..];
+    if data.len() != dims[0] * dims[1] * 4 {
+        bail!("{shown}: .npy data has {} bytes, expected {}", data.len(), dims[0] * dims[1] * 4);
+    }
+    let vals = data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    SoftPrompt::new(dims[0], dims[1], vals).with_context(|| shown.to_string())
+}
+
+/// Read a safetensors file whose only (or named) 2-D f32 tensor is `prompt` or
+/// `prompt_embeddings`.
+fn load_safetensors(path: &Path) -> Result<(SoftPrompt, HashMap<String, String>)> {
+    SoftPrompt::load_tensor(path, &["prompt", PEFT_TENSOR])
+}
+
+/// Load a soft prompt from any exported form: a deopt safetensors file, a PEFT adapter
+/// directory (or its adapter_model.safetensors), or a .npy file (with its JSON sidecar, if any,
+/// for metadata).
+///
+/// # Errors
+/// A path that holds none of these, or a malformed file; one line naming the path.
+pub fn load_any(path: &Path) -> Result<(SoftPrompt, HashMap<String, String>)> {
+    let shown = path.display().to_string();
+    if path.is_dir() {
+        let w = path.join(PEFT_WEIGHTS);
+        if !w.is_file() {
+            bail!("{shown}: a directory without {PEFT_WEIGHTS} (expected a PEFT prompt-tuning adapter)");
+        }
+        let cfg_path = path.join(PEFT_CONFIG);
+        if let Ok(bytes) = std::fs::read(&cfg_path) {
+            let cfg: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|e| anyhow!("{}: not JSON ({e})", cfg_path.display()))?;
+            if let Some(t) = cfg.get("peft_type").and_then(|v| v.as_str()) {
+                if t != "PROMPT_TUNING" {
+                    bail!("{shown}: PEFT adapter of type {t}, expected PROMPT_TUNING");
+                }
+            }
+        }
+        return load_safetensors(&w);
+    }
+    let mut head = [0u8; 6];
+    let is_npy = {
+        use std::io::Read as _;
+        let mut f = std::fs::File::open(path).with_context(|| format!("{shown}: cannot read prompt file"))?;
+        f.read(&mut head).map(|n| n == 6 && &head == b"\x93NUMPY").unwrap_or(false)
+    };
+    if is_npy {
+        let bytes = std::fs::read(path).with_context(|| format!("{shown}: cannot read prompt file"))?;
+        let p = parse_npy(&bytes, &shown)?;
+        let mut meta = HashMap::new();
+        if let Ok(side) = std::fs::read(path.with_extension("json")) {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&side) {
+                if let Some(m) = v.get("metadata").and_then(|m| m.as_object()) {
+                    for (k, v) in m {
+                        if let Some(s) = v.as_str() {
+                            meta.insert(k.clone(), s.to_string());
+                        }
+                    }
+                }
+            }
+        }
+        return Ok((p, meta));
+    }
+    load_safetensors(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn npy_round_trips_and_header_is_aligned() {
+        let p = SoftPrompt::new(2, 3, vec![1.0, -2.5, 3.25, f32::MIN_POSITIVE, 0.0, 1e30]).unwrap();
+        let b = npy_bytes(&p);
+        let hlen = u16::from_le_bytes([b[8], b[9]]) as usize;
+        assert_eq!((10 + hlen) % 64, 0);
+        assert_eq!(b[10 + hlen - 1], b'\n');
+        assert_eq!(parse_npy(&b, "x").unwrap(), p);
+        let empty = SoftPrompt::new(0, 640, vec![]).unwrap();
+        assert_eq!(parse_npy(&npy_bytes(&empty), "x").unwrap(), empty);
+    }
+
+    #[test]
+    fn npy_rejects_other_dtypes() {
+        let p = SoftPrompt::new(1, 2, vec![1.0, 2.0]).unwrap();
+        let mut b = npy_bytes(&p);
+        let at = b.windows(3).position(|w| w == b"<f4").unwrap();
+        b[at + 2] = b'8';
+        let err = parse_npy(&b, "x").unwrap_err().to_string();
+        assert!(err.contains("float32"), "{err}");
+    }
+}
