@@ -7,7 +7,8 @@ fn main() -> anyhow::Result<()> {
         deopt::data::survey::SurveyKind::Vsm13
     };
     let survey = deopt::data::survey::Survey::builtin(kind)?;
-    let m = deopt::provision::model_store::resolve_model(None, deopt::provision::model_store::Precision::F16)?;
+    let m =
+        deopt::provision::model_store::resolve_model(None, deopt::provision::model_store::Precision::F16)?;
     let model = deopt::llama::Model::load(&m.path, &Default::default())?;
     let items: Vec<_> = survey.items.iter().collect();
     for style in [deopt::prompt::render::ItemStyle::Compact, deopt::prompt::render::ItemStyle::Culturespa] {

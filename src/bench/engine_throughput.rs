@@ -8,12 +8,12 @@ use anyhow::Result;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+use crate::data::survey::Survey;
 use crate::engine::{Engine, EngineConfig, ItemScore, Plan};
-use crate::prompt::init::{self, InitKind};
 use crate::llama::{Context, ContextParams, EmbdBatch, Model, Token, TokenBatch};
+use crate::prompt::init::{self, InitKind};
 use crate::prompt::render::Layout;
 use crate::prompt::softprompt::SoftPrompt;
-use crate::data::survey::Survey;
 
 /// Benchmark figures (written as JSON by `deopt bench engine`).
 #[derive(Debug, Clone, Serialize)]

@@ -95,7 +95,11 @@ impl OptimizerBench {
         ensure!(self.dim >= 1, "dimension {} must be at least 1", self.dim);
         ensure!(self.repeats >= 1, "repeats {} must be at least 1", self.repeats);
         let pop = self.population();
-        ensure!(self.evals >= pop as u64, "evaluation budget {} is smaller than the population of {pop}", self.evals);
+        ensure!(
+            self.evals >= pop as u64,
+            "evaluation budget {} is smaller than the population of {pop}",
+            self.evals
+        );
         let (lo, hi) = self.function.domain();
         let config = Config {
             strategy: self.strategy,
@@ -123,8 +127,13 @@ impl OptimizerBench {
         let pop = self.population();
         let mut runs = Vec::new();
         for (r, seed) in (self.seed..self.seed + self.repeats).enumerate() {
-            let mut f =
-                TestFunction::with_transform(self.function, self.dim, self.shift_rotate, self.shift_rotate, seed);
+            let mut f = TestFunction::with_transform(
+                self.function,
+                self.dim,
+                self.shift_rotate,
+                self.shift_rotate,
+                seed,
+            );
             let init = f.initial_population(pop, seed.wrapping_add(0x1234_5678));
             let mut opt = Optimizer::new(config.clone(), init, seed)?;
             let mut stop = StopRule::new().max_evaluations(self.evals);
@@ -167,7 +176,14 @@ impl BenchRun {
     pub fn line(&self, b: &OptimizerBench) -> String {
         format!(
             "{} D={} {} seed {}: error {:.6e}, {} evaluations, {} generations, {:.2} s",
-            b.function, b.dim, b.strategy, self.seed, self.error, self.evaluations, self.generations, self.wall_seconds
+            b.function,
+            b.dim,
+            b.strategy,
+            self.seed,
+            self.error,
+            self.evaluations,
+            self.generations,
+            self.wall_seconds
         )
     }
 }

@@ -198,10 +198,19 @@ mod tests {
 
     #[test]
     fn small_run_succeeds_and_bad_settings_fail() {
-        let args =
-            Wrapper::try_parse_from(["x", "--dim", "5", "--evals", "2000", "--pop", "20", "--json", "--baseline"])
-                .unwrap()
-                .args;
+        let args = Wrapper::try_parse_from([
+            "x",
+            "--dim",
+            "5",
+            "--evals",
+            "2000",
+            "--pop",
+            "20",
+            "--json",
+            "--baseline",
+        ])
+        .unwrap()
+        .args;
         optimizer(args).unwrap();
         let args = Wrapper::try_parse_from(["x", "--mutation", "3", "--json"]).unwrap().args;
         assert_eq!(optimizer(args).unwrap_err().to_string(), "mutation factor F = 3 is outside (0, 2]");

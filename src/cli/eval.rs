@@ -8,12 +8,12 @@ use rand::SeedableRng;
 use serde_json::json;
 
 use super::shared_flags::{LayoutArgs, ModelArgs, TaskArgs};
-use crate::prompt::baseline::{self, Baseline};
 use crate::data::dimension::Dimension;
 use crate::engine::{Engine, Plan};
-use crate::score::fitness::{AnswerMode, Evaluation, Target};
+use crate::prompt::baseline::{self, Baseline};
 use crate::prompt::init::{self, InitKind};
 use crate::prompt::softprompt::SoftPrompt;
+use crate::score::fitness::{AnswerMode, Evaluation, Target};
 
 /// Score the model's survey answers with a soft prompt file or a baseline.
 #[derive(Debug, clap::Args)]

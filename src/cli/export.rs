@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use crate::output::prompt_export::{self, Format, ModelInfo};
 use crate::llama::{Model, ModelParams};
+use crate::output::prompt_export::{self, Format, ModelInfo};
 
 /// Export a run's best soft prompt for other tools.
 #[derive(Debug, clap::Args)]

@@ -5,7 +5,8 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 pub mod bench;
 pub mod countries;
@@ -62,8 +63,10 @@ pub enum BenchCommand {
 
 /// Parse the command line, run it, and turn an error into one line on stderr.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let given = explicit_flags(&matches);
+    match run(cli, &given) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // A closed pipe (`deopt ... | head`) is not a failure.
@@ -78,12 +81,29 @@ pub fn main() -> ExitCode {
     }
 }
 
-pub fn run(cli: Cli) -> anyhow::Result<()> {
+/// The clap ids of the flags given on the command line for the innermost subcommand (a
+/// resumed run refuses all but its stop conditions).
+fn explicit_flags(m: &ArgMatches) -> Vec<String> {
+    let mut m = m;
+    while let Some((_, sub)) = m.subcommand() {
+        m = sub;
+    }
+    m.ids()
+        .filter(|id| m.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+        .map(|id| id.as_str().to_string())
+        .collect()
+}
+
+/// Run a parsed command line; `given` as [`explicit_flags`].
+///
+/// # Errors
+/// The command's error.
+pub fn run(cli: Cli, given: &[String]) -> anyhow::Result<()> {
     match cli.command {
         Command::Countries(args) => countries::run(args),
         Command::Score(args) => score::run(args),
         Command::Eval(args) => eval::run(args),
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(args, given),
         Command::Report(args) => report::run(args),
         Command::Sweep(args) => sweep::run(args),
         Command::Export(args) => export::run(args),

@@ -8,10 +8,10 @@ use serde_json::json;
 
 use crate::data::answers;
 use crate::data::dimension::Dimension;
-use crate::score::metrics::{self, Constants, LossKind, ModelAnswer};
 use crate::data::load;
 use crate::data::survey::SurveyKind;
 use crate::data::targets::WvsChoice;
+use crate::score::metrics::{self, Constants, LossKind, ModelAnswer};
 
 /// Score survey answers from a file.
 #[derive(Debug, clap::Args)]

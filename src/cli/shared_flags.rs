@@ -2,24 +2,24 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{anyhow, Result};
 
-use crate::engine::EngineConfig;
-use crate::score::fitness::{AnswerMode, CasMetric, Target, Task};
-use crate::llama::{Model, ModelParams};
-use crate::score::metrics::{Constants, LossKind};
-use crate::provision::model_store::{resolve_model, Precision, ResolvedModel};
-use crate::data::load;
-use crate::prompt::render::{ItemStyle, Layout, SoftPosition, TemplateKind};
 use crate::data::survey::SurveyKind;
 use crate::data::targets::WvsChoice;
+use crate::engine::EngineConfig;
+use crate::llama::Model;
+use crate::prompt::render::{ItemStyle, Layout, SoftPosition, TemplateKind};
+use crate::provision::model_store::{Precision, ResolvedModel};
+use crate::run::spec::{LayoutSpec, ModelSpec, TaskSpec};
+use crate::score::fitness::{AnswerMode, CasMetric, Task};
+use crate::score::metrics::{Constants, LossKind};
 
 /// What is scored: survey, country, metric.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TaskArgs {
-    /// Country: ISO3 code, English name or alias (see `deopt countries`)
+    /// Country: ISO3 code, English name or alias (see `deopt countries`); required
     #[arg(long)]
-    pub country: String,
+    pub country: Option<String>,
     /// Survey the model answers
     #[arg(long, value_enum, default_value_t = SurveyKind::Vsm13)]
     pub survey: SurveyKind,
@@ -44,22 +44,30 @@ pub struct TaskArgs {
 }
 
 impl TaskArgs {
+    /// The task spec of these flags.
+    ///
+    /// # Errors
+    /// No `--country`.
+    pub fn spec(&self) -> Result<TaskSpec> {
+        let country = self.country.as_deref().ok_or_else(|| anyhow!("--country is required"))?;
+        Ok(TaskSpec {
+            country: country.to_string(),
+            survey: self.survey,
+            survey_file: self.survey_file.clone(),
+            constants: self.constants,
+            loss: self.loss,
+            metric: self.metric,
+            wvs_source: self.wvs_source,
+            answers: self.answers,
+        })
+    }
+
     /// Load survey, country and targets.
+    ///
+    /// # Errors
+    /// As [`TaskSpec::load`].
     pub fn task(&self) -> Result<Task> {
-        let survey = load::load_survey(self.survey, self.survey_file.as_deref())?;
-        let country = load::resolve_country(&self.country)?;
-        let target = match self.survey {
-            SurveyKind::Vsm13 => Target::Hofstede {
-                row: load::hofstede_target(&country)?,
-                constants: self.constants,
-                loss: self.loss,
-            },
-            SurveyKind::Wvs => Target::Wvs {
-                reference: load::wvs_target(&country, self.wvs_source)?,
-                metric: self.metric,
-            },
-        };
-        Ok(Task { survey, country, target, mode: self.answers })
+        self.spec()?.load()
     }
 }
 
@@ -87,24 +95,29 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
+    /// The model spec of these flags.
+    pub fn spec(&self) -> ModelSpec {
+        ModelSpec {
+            path: self.model.clone(),
+            precision: self.precision,
+            threads: self.threads,
+            batch: self.batch,
+            ctx: self.ctx,
+            gpu_layers: self.gpu_layers,
+        }
+    }
+
     /// Resolve (fetching the default model if needed) and load the model.
+    ///
+    /// # Errors
+    /// As [`ModelSpec::load`].
     pub fn load(&self) -> Result<(ResolvedModel, Model)> {
-        let resolved = resolve_model(self.model.as_deref(), self.precision)?;
-        let model = Model::load(&resolved.path, &ModelParams { n_gpu_layers: self.gpu_layers })?;
-        Ok((resolved, model))
+        self.spec().load()
     }
 
     /// Engine settings from these flags.
     pub fn engine_config(&self) -> EngineConfig {
-        let mut c = EngineConfig {
-            batch: self.batch,
-            max_ctx: (self.ctx > 0).then_some(self.ctx),
-            ..EngineConfig::default()
-        };
-        if let Some(t) = self.threads {
-            c.threads = t.max(1);
-        }
-        c
+        self.spec().engine_config()
     }
 }
 
@@ -126,15 +139,13 @@ pub struct LayoutArgs {
 }
 
 impl LayoutArgs {
+    /// The layout spec of these flags.
+    pub fn spec(&self) -> LayoutSpec {
+        LayoutSpec { template: self.template, soft_position: self.soft_position, item_style: self.item_style }
+    }
+
     /// The layout for a soft prompt (no system message).
     pub fn layout(&self) -> Layout {
-        Layout {
-            template: self.template,
-            soft_position: self.soft_position,
-            with_soft: true,
-            style: self.item_style,
-            system: None,
-            examples: None,
-        }
+        self.spec().layout()
     }
 }

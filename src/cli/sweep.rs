@@ -8,14 +8,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
-use clap::Parser as _;
 
 use super::shared_flags::ModelArgs;
-use super::run::{run_to, RunArgs};
+use crate::data::survey::SurveyKind;
 use crate::optim::Strategy;
 use crate::output::report_files;
-use crate::data::survey::SurveyKind;
-use crate::run::grid::{self, RunState, SweepSettings};
+use crate::run::grid::{self, SweepSettings};
 
 /// Flags of `deopt sweep`.
 #[derive(Debug, clap::Args)]
@@ -85,13 +83,6 @@ pub struct MergeArgs {
     pub out: PathBuf,
 }
 
-/// `deopt run`'s flags, to build each run's [`RunArgs`] with `deopt run`'s own defaults.
-#[derive(Debug, clap::Parser)]
-struct RunCli {
-    #[command(flatten)]
-    run: RunArgs,
-}
-
 /// Cheap checks, before any run: the sweep's settings and the shard.
 fn settings(args: &SweepArgs) -> Result<(SweepSettings, Option<(usize, usize)>)> {
     let country =
@@ -102,7 +93,7 @@ fn settings(args: &SweepArgs) -> Result<(SweepSettings, Option<(usize, usize)>)>
     if args.repeats == 0 {
         bail!("--repeats 0: expected at least one run per cell");
     }
-    let shard = args.shard.as_deref().map(grid::parse_shard).transpose()?;
+    let shard = args.shard.as_deref().map(grid::parse_shard).transpose().map_err(|e| anyhow!("--{e}"))?;
     let survey = match args.survey {
         SurveyKind::Vsm13 => "vsm13",
         SurveyKind::Wvs => "wvs",
@@ -121,40 +112,6 @@ fn settings(args: &SweepArgs) -> Result<(SweepSettings, Option<(usize, usize)>)>
         recombination,
     };
     Ok((s, shard))
-}
-
-fn run_args(s: &SweepSettings, spec: &grid::RunSpec, model: &ModelArgs) -> Result<RunArgs> {
-    let argv: Vec<String> = [
-        "deopt",
-        "--country",
-        &s.country,
-        "--survey",
-        &s.survey,
-        "--pop",
-        &s.pop.to_string(),
-        "--tokens",
-        &s.tokens.to_string(),
-        "--strategy",
-        &s.strategy,
-        "--mutation",
-        &spec.mutation.to_string(),
-        "--recombination",
-        &spec.recombination.to_string(),
-        "--gens",
-        &s.gens.to_string(),
-        "--seed",
-        &spec.seed.to_string(),
-        "--holdout",
-        &s.holdout.to_string(),
-    ]
-    .iter()
-    .map(|a| a.to_string())
-    .collect();
-    let mut cli = RunCli::try_parse_from(&argv).map_err(|e| {
-        anyhow!("{}", e.to_string().lines().next().unwrap_or("").trim_start_matches("error: "))
-    })?;
-    cli.run.model = model.clone();
-    Ok(cli.run)
 }
 
 /// Run `deopt sweep` (or `deopt sweep merge`).
@@ -179,40 +136,18 @@ pub fn run(args: SweepArgs) -> Result<()> {
         }
     };
     grid::init_dir(&dir, &s)?;
-    let all = grid::plan(&s);
-    let mine: Vec<&grid::RunSpec> =
-        all.iter().filter(|r| shard.is_none_or(|(i, n)| r.index % n == i - 1)).collect();
+    let all = grid::plan(&s).len();
+    let mine = shard.map_or(all, |(i, n)| (0..all).filter(|k| k % n == i - 1).count());
     eprintln!(
-        "sweep {}: {} runs{}",
+        "sweep {}: {mine} runs{}",
         dir.display(),
-        mine.len(),
-        shard.map(|(i, n)| format!(" (shard {i}/{n} of {})", all.len())).unwrap_or_default()
+        shard.map(|(i, n)| format!(" (shard {i}/{n} of {all})")).unwrap_or_default()
     );
-    for (k, spec) in mine.iter().enumerate() {
-        let rd = grid::run_dir(&dir, spec);
-        let state = grid::run_state(&rd, s.gens);
-        let what = match state {
-            RunState::Finished => "finished already, skipped",
-            RunState::Partial => "resuming",
-            RunState::Missing => "running",
-        };
-        eprintln!("sweep: run {}/{} {} (seed {}): {what}", k + 1, mine.len(), spec.name(), spec.seed);
-        if state == RunState::Finished {
-            continue;
-        }
-        let mut ra = run_args(&s, spec, &args.model)?;
-        match state {
-            RunState::Partial => ra.resume = Some(rd.clone()),
-            _ => ra.out = Some(rd.clone()),
-        }
-        let outcome = run_to(ra).map_err(|e| anyhow!("run {}: {e:#}", rd.display()))?;
-        if !outcome.finished {
-            grid::write_tables(&dir, &s)?;
-            bail!("sweep interrupted; continue it by running the same command again");
-        }
+    if !grid::run_points(&dir, &s, shard, &args.model.spec(), |line| eprintln!("{line}"))? {
+        bail!("sweep interrupted; continue it by running the same command again");
     }
     let (results, cells) = grid::write_tables(&dir, &s)?;
-    finish(&dir, results.len(), all.len(), &cells)
+    finish(&dir, results.len(), all, &cells)
 }
 
 fn merge(m: &MergeArgs) -> Result<()> {

@@ -4,8 +4,8 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use crate::data::input_error::InputError;
-use crate::score::metrics::parse_culturespa_answer;
 use crate::data::survey::Survey;
+use crate::score::metrics::parse_culturespa_answer;
 
 /// Answers read from a file, in file order.
 #[derive(Debug, Clone, PartialEq)]

@@ -103,7 +103,7 @@ impl Countries {
             let close: Vec<String> =
                 scored.iter().take(3).map(|(_, c)| format!("{} ({})", c.iso3, c.name)).collect();
             InputError::file(
-                format!("--country {query}"),
+                format!("country '{query}'"),
                 format!("unknown country; closest: {} (see `deopt countries`)", close.join(", ")),
             )
         })

@@ -45,7 +45,7 @@ pub fn hofstede_target(country: &Country) -> Result<HofstedeRow> {
     match table.get(&country.iso3) {
         Some(row) if row.cells.iter().any(Option::is_some) => Ok(row.clone()),
         _ => bail!(
-            "--country {}: {} has no Hofstede scores (see `deopt countries --survey vsm13`)",
+            "country {} ({}) has no Hofstede scores (`deopt countries` lists those that have)",
             country.iso3,
             country.name
         ),
@@ -68,10 +68,13 @@ pub fn wvs_target(country: &Country, choice: WvsChoice) -> Result<BTreeMap<Strin
             have.sort();
             have.dedup();
             bail!(
-                "--country {}: {} has no WVS-7 answer distributions from {:?}; countries with them: {}",
+                "country {} ({}) has no WVS-7 answer distributions from {}; countries with them: {}",
                 country.iso3,
                 country.name,
-                choice,
+                serde_json::to_value(choice)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
                 have.join(" ")
             )
         }

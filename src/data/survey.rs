@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 
-use crate::data::embedded;
 use crate::data::dimension::Dimension;
+use crate::data::embedded;
 use crate::data::input_error::{csv_line, InputError};
 
 /// The instruments shipped with deopt.

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::data::embedded;
 use crate::data::dimension::{DimVec, Dimension};
+use crate::data::embedded;
 use crate::data::input_error::{csv_line, InputError};
 
 /// Where a Hofstede cell comes from.

@@ -12,10 +12,10 @@
 use anyhow::{bail, Result};
 use rand::{Rng as _, SeedableRng as _};
 
+use super::argmax;
 use crate::llama::{Context, ContextParams, EmbdBatch, Model, Pos, Token, TokenBatch};
 use crate::prompt::render::{self, TemplateKind, SOFT_MARKER};
 use crate::prompt::softprompt::SoftPrompt;
-use super::argmax;
 
 /// Special-token texts that end a turn in common chat templates.
 const END_PIECES: &[&str] =
@@ -107,7 +107,7 @@ pub fn generate(
         );
     }
     if !(cfg.temperature >= 0.0 && cfg.temperature.is_finite()) {
-        bail!("--temperature {}: expected a finite number >= 0", cfg.temperature);
+        bail!("temperature {}: expected a finite number >= 0", cfg.temperature);
     }
     let (a, b) = render(model, question, with_soft, cfg.template)?;
     let rendered = format!(
@@ -127,7 +127,7 @@ pub fn generate(
     let n_ctx = (n_prefix + cfg.max_tokens + 1) as u32;
     if n_ctx as usize > model.n_ctx_train() {
         bail!(
-            "prompt plus --max-tokens need {n_ctx} tokens of context; the model was trained on {}",
+            "prompt plus max_tokens need {n_ctx} tokens of context; the model was trained on {}",
             model.n_ctx_train()
         );
     }
@@ -218,7 +218,6 @@ pub fn generate(
     let text = body.split("\n\n").next().unwrap_or("").trim().to_string();
     Ok(Generation { text, tokens, stop, rendered })
 }
-
 
 /// Draw from softmax(logits / temperature).
 fn sample(logits: &[f32], temperature: f64, rng: &mut rand_xoshiro::Xoshiro256PlusPlus) -> Token {

@@ -23,10 +23,10 @@ pub mod generation;
 use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
 
+use crate::data::survey::Item;
 use crate::llama::{Context, ContextParams, EmbdBatch, Model, Pos, SeqId, Token, TokenBatch};
 use crate::prompt::render::{self, Layout};
 use crate::prompt::softprompt::SoftPrompt;
-use crate::data::survey::Item;
 
 /// Engine settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -363,10 +363,10 @@ impl<'m> Engine<'m> {
     /// An engine on a loaded model. The context is created on first use, sized for the work.
     pub fn new(model: &'m Model, config: EngineConfig) -> Result<Self> {
         if !(2..=256).contains(&config.seq_max) {
-            bail!("--seq-max {}: expected 2 to 256", config.seq_max);
+            bail!("engine seq_max {}: expected 2 to 256", config.seq_max);
         }
         if config.batch < 1 {
-            bail!("--batch {}: expected at least 1", config.batch);
+            bail!("engine batch {}: expected at least 1", config.batch);
         }
         Ok(Engine {
             model,
@@ -464,8 +464,11 @@ impl<'m> Engine<'m> {
             let cells = need.max(self.ctx_cells).div_ceil(256) * 256;
             let limit = self.config.max_ctx.unwrap_or(self.model.n_ctx_train());
             if limit > 0 && need > limit {
-                let by =
-                    if self.config.max_ctx.is_some() { "--ctx allows" } else { "the model was trained on" };
+                let by = if self.config.max_ctx.is_some() {
+                    "the context limit allows"
+                } else {
+                    "the model was trained on"
+                };
                 bail!(
                     "the layout needs {need} tokens of context per prompt but {by} {limit}; \
                      score fewer items at once or shorten the soft prompt"
@@ -577,7 +580,7 @@ impl<'m> Engine<'m> {
                 if waiting.is_empty() {
                     break;
                 }
-                bail!("engine scheduling stalled: no free KV sequence (raise --seq-max)");
+                bail!("engine scheduling stalled: no free KV sequence (raise seq_max)");
             }
             // One wave: every ready node, embedding runs first, then tokens, in calls of `batch` units.
             let wave: Vec<(usize, SeqId)> = ready.drain(..).collect();

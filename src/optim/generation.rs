@@ -57,4 +57,3 @@ pub struct GenerationReport {
     /// Vectors in the external archive.
     pub archive_size: usize,
 }
-

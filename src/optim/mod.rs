@@ -28,14 +28,14 @@ mod generation;
 mod objective;
 mod optimizer;
 pub mod population;
-mod stop;
 pub mod stats;
+mod stop;
 mod subspace;
 pub mod testfn;
 
 pub use config::{Bounds, Config, ConfigError, Strategy};
-pub use objective::{BatchObjective, Counting, FnObjective};
-pub use optimizer::{Optimizer, Parameters, RunOutcome, StepError};
 pub use generation::{GenerationReport, MeanSd};
+pub use objective::{BatchObjective, Counting, FnObjective};
+pub use optimizer::{MinimizeOutcome, Optimizer, Parameters, StepError};
 pub use stop::{StopReason, StopRule};
 pub use subspace::{RandomSubspace, SubspaceError, SubspaceObjective, DEFAULT_CACHE_LIMIT};

@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use super::adapt;
 use super::config::{Bounds, Config, ConfigError, Strategy};
 use super::exact;
-use super::objective::BatchObjective;
 use super::generation::{GenerationReport, MeanSd};
+use super::objective::BatchObjective;
 use super::stop::{StopReason, StopRule};
 
 /// A call made at the wrong time, or an objective that broke its contract.
@@ -165,7 +165,7 @@ impl TryFrom<Repr> for Optimizer {
 
 /// How [`Optimizer::run`] ended.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RunOutcome {
+pub struct MinimizeOutcome {
     /// The condition that fired.
     pub reason: StopReason,
     /// The last report.
@@ -387,12 +387,12 @@ impl Optimizer {
         obj: &mut O,
         stop: &mut StopRule,
         mut observe: impl FnMut(&GenerationReport),
-    ) -> Result<RunOutcome> {
+    ) -> Result<MinimizeOutcome> {
         let mut report = if self.state.initialized { self.snapshot() } else { self.init(obj)? };
         loop {
             observe(&report);
             if let Some(reason) = stop.check(&report) {
-                return Ok(RunOutcome { reason, last: report });
+                return Ok(MinimizeOutcome { reason, last: report });
             }
             report = self.step(obj)?;
         }

@@ -127,6 +127,14 @@ impl StopRule {
         self.last_improvement = 0;
     }
 
+    /// Continue the stagnation count of an earlier session: the best so far and the step in
+    /// which it last improved (a resumed run's rule then fires as an uninterrupted one's would).
+    pub fn continue_from(&mut self, best_so_far: f64, last_improvement: u64) {
+        self.seen = true;
+        self.best = best_so_far;
+        self.last_improvement = last_improvement;
+    }
+
     /// The first condition that holds after `report`, if any.
     pub fn check(&mut self, report: &GenerationReport) -> Option<StopReason> {
         if !self.seen || report.best_so_far < self.best {

@@ -3,3 +3,5 @@
 
 pub mod prompt_export;
 pub mod report_files;
+pub mod run_summary;
+pub mod run_view;

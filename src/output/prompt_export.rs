@@ -20,8 +20,8 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use safetensors::tensor::{Dtype, TensorView};
 use serde_json::json;
 
-use crate::run::directory;
 use crate::prompt::softprompt::SoftPrompt;
+use crate::run::directory;
 
 /// File name of the deopt safetensors export.
 pub const SAFETENSORS_FILE: &str = "prompt.safetensors";
@@ -110,7 +110,7 @@ pub fn run_model_path(config: &serde_json::Value) -> Option<PathBuf> {
 /// A directory that cannot be created or written.
 pub fn export(run: &RunPrompt, format: Format, out: &Path, info: &ModelInfo) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(out)
-        .with_context(|| format!("{}: cannot create --out directory", out.display()))?;
+        .with_context(|| format!("{}: cannot create the output directory", out.display()))?;
     let p = &run.prompt;
     let mut meta = run.metadata.clone();
     if let Some(n) = &info.name {

@@ -19,7 +19,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde_json::Value;
 
 use crate::data::dimension::Dimension;
-use crate::run::directory::{self, Checkpoint, HistoryRow};
+use crate::run::directory::{self, Checkpoint, HistoryRow, RunConfig};
 
 /// Report file written into a run or sweep directory.
 pub const REPORT: &str = "report.md";
@@ -439,6 +439,25 @@ pub struct EngineView {
     pub fitness: (f64, f64),
 }
 
+/// The spec as `(name, value)` rows, nested names joined with dots, nulls left out.
+fn settings_rows(v: &Value) -> Vec<(String, String)> {
+    fn walk(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
+        match v {
+            Value::Object(o) => {
+                for (k, x) in o {
+                    let name = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    walk(&name, x, out);
+                }
+            }
+            Value::Null => {}
+            other => out.push((prefix.to_string(), other.to_string().trim_matches('"').to_string())),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", v, &mut out);
+    out
+}
+
 fn f4(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |x| format!("{x:.4}"))
 }
@@ -449,16 +468,6 @@ fn f2(v: Option<f64>) -> String {
 
 fn file_name(p: &Path) -> String {
     p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
-}
-
-/// Read a run directory's config.json.
-///
-/// # Errors
-/// A missing or malformed file, as one line naming it.
-pub fn read_config(dir: &Path) -> Result<Value> {
-    let path = dir.join(directory::CONFIG);
-    let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| anyhow!("{}: not a deopt run config ({e})", path.display()))
 }
 
 /// Write `dir/report.md` and its charts for a run; returns the chart files.
@@ -474,13 +483,12 @@ pub fn write_run_report(dir: &Path, view: Option<&EngineView>) -> Result<Vec<Pat
             directory::CHECKPOINT
         );
     }
-    let cfg = read_config(dir)?;
+    let cfg = RunConfig::load(dir)?;
     let ckpt = Checkpoint::load(dir)?;
     let h = &ckpt.history;
     let last = h.last().ok_or_else(|| anyhow!("{}: the run has no generation yet", dir.display()))?;
-    let s = &cfg["settings"];
-    let country = s["country"].as_str().unwrap_or("?");
-    let survey = s["survey"].as_str().unwrap_or("?");
+    let country = cfg.spec.task.country.as_str();
+    let survey = cfg.spec.survey_name();
     let mut files = Vec::new();
 
     // Convergence.
@@ -498,14 +506,15 @@ pub fn write_run_report(dir: &Path, view: Option<&EngineView>) -> Result<Vec<Pat
         series.push(Series { name: "held-out loss of best".into(), points: holdout, dashed: false });
     }
     let g_end = last.generation.max(1) as f64;
-    if let Some(b) = cfg["baseline_loss"].as_f64() {
+    {
+        let b = cfg.baseline_loss;
         series.push(Series {
             name: "no soft prompt (train)".into(),
             points: vec![(0.0, b), (g_end, b)],
             dashed: true,
         });
     }
-    if let Some(b) = cfg["baseline_holdout_loss"].as_f64() {
+    if let Some(b) = cfg.baseline_holdout_loss {
         series.push(Series {
             name: "no soft prompt (held out)".into(),
             points: vec![(0.0, b), (g_end, b)],
@@ -573,22 +582,15 @@ pub fn write_run_report(dir: &Path, view: Option<&EngineView>) -> Result<Vec<Pat
     let _ = writeln!(md, "# deopt run: {country}, {survey}\n");
     let _ = writeln!(md, "Directory: `{}`\n", dir.display());
     let _ = writeln!(md, "| setting | value |\n|---|---|");
-    if let Some(obj) = s.as_object() {
-        for (k, v) in obj {
-            if !v.is_null() {
-                let _ = writeln!(md, "| {k} | {} |", v.to_string().trim_matches('"'));
-            }
-        }
+    for (k, v) in settings_rows(&serde_json::to_value(&cfg.spec)?) {
+        let _ = writeln!(md, "| {k} | {v} |");
     }
-    if let Some(m) = cfg.pointer("/model/name").and_then(Value::as_str) {
-        let _ = writeln!(md, "| model | {m} |");
-    }
+    let _ = writeln!(md, "| model | {} |", cfg.model.name);
     let _ = writeln!(md, "\n## Result\n");
     let _ = writeln!(md, "| quantity | value |\n|---|---|");
     let _ = writeln!(md, "| generations | {} |", last.generation);
     let _ = writeln!(md, "| evaluations | {} |", last.evaluations);
-    let _ =
-        writeln!(md, "| fitness without soft prompt (train items) | {} |", f4(cfg["baseline_loss"].as_f64()));
+    let _ = writeln!(md, "| fitness without soft prompt (train items) | {} |", f4(Some(cfg.baseline_loss)));
     let _ = writeln!(
         md,
         "| best fitness (train items) | {:.4} (generation {}) |",
@@ -598,7 +600,7 @@ pub fn write_run_report(dir: &Path, view: Option<&EngineView>) -> Result<Vec<Pat
         let _ = writeln!(
             md,
             "| held-out loss: no prompt / best prompt | {} / {} |",
-            f4(cfg["baseline_holdout_loss"].as_f64()),
+            f4(cfg.baseline_holdout_loss),
             f4(last.holdout)
         );
     }
@@ -755,9 +757,4 @@ pub fn write_sweep_report(dir: &Path) -> Result<Vec<PathBuf>> {
     );
     crate::fsutil::write_atomic(&dir.join(REPORT), md.as_bytes())?;
     Ok(files)
-}
-
-/// Whether `dir` is a sweep directory (it has sweep.json).
-pub fn is_sweep(dir: &Path) -> bool {
-    dir.join(crate::run::grid::SWEEP_JSON).is_file()
 }

@@ -7,13 +7,13 @@ use anyhow::{anyhow, Context as _, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::data::country::{Countries, Country};
-use crate::data::embedded;
 use crate::data::dimension::Dimension;
-use crate::score::fitness::{Target, Task};
-use crate::score::metrics;
-use crate::prompt::render::{options_line, Layout};
+use crate::data::embedded;
 use crate::data::survey::SurveyKind;
 use crate::data::targets::Hofstede;
+use crate::prompt::render::{options_line, Layout};
+use crate::score::fitness::{Target, Task};
+use crate::score::metrics;
 
 /// A baseline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -71,7 +71,7 @@ pub fn similar_cultures(country: &Country) -> Result<(Vec<String>, Vec<String>)>
             let hof = Hofstede::builtin()?;
             let me = hof.get(&country.iso3).ok_or_else(|| {
                 anyhow!(
-                    "--baseline p2: {} is neither in CultureSPA's similarity table nor in the Hofstede table",
+                    "baseline p2: {} is neither in CultureSPA's similarity table nor in the Hofstede table",
                     country.iso3
                 )
             })?;
@@ -95,7 +95,7 @@ pub fn similar_cultures(country: &Country) -> Result<(Vec<String>, Vec<String>)>
     let most: Vec<String> = ranked.iter().take(3).map(|(c, _)| adj(c)).collect();
     let least: Vec<String> = ranked.iter().rev().take(3).map(|(c, _)| adj(c)).collect();
     if most.len() < 3 || least.len() < 3 {
-        return Err(anyhow!("--baseline p2: too few other countries to compare {} with", country.iso3));
+        return Err(anyhow!("baseline p2: too few other countries to compare {} with", country.iso3));
     }
     Ok((most, least))
 }
@@ -149,7 +149,7 @@ pub fn p3_examples(task: &Task) -> Result<BTreeMap<String, String>> {
         }
         Target::Hofstede { row, constants, .. } => {
             let answers = metrics::vsm_inverse(survey, &row.values(), constants)
-                .map_err(|e| anyhow!("--baseline p3: {e}"))?;
+                .map_err(|e| anyhow!("baseline p3: {e}"))?;
             for (i, it) in survey.items.iter().enumerate() {
                 let mut others: Vec<usize> = (0..survey.items.len()).filter(|&j| j != i).collect();
                 others.sort_by_key(|&j| (survey.items[j].topic != it.topic, j.abs_diff(i), j));

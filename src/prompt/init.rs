@@ -88,7 +88,7 @@ pub fn draw_kind(
     rng: &mut impl Rng,
 ) -> Result<SoftPrompt> {
     if kind.uses_rows() && rows == 0 {
-        bail!("a {} soft prompt needs at least one row (--tokens 0)", kind_name(kind));
+        bail!("a {} soft prompt needs at least one row (0 rows asked for)", kind_name(kind));
     }
     let n_embd = model.n_embd_inp();
     match kind {

@@ -167,7 +167,7 @@ pub fn use_chat(model: &crate::llama::Model, template: TemplateKind) -> anyhow::
         TemplateKind::Plain => Ok(false),
         TemplateKind::Auto => Ok(model.chat_template().is_some()),
         TemplateKind::Chat if model.chat_template().is_none() => {
-            anyhow::bail!("--template chat: the model has no chat template (use --template plain)")
+            anyhow::bail!("template 'chat': the model has no chat template (use the plain layout)")
         }
         TemplateKind::Chat => Ok(true),
     }

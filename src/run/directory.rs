@@ -1,9 +1,10 @@
-//! The run directory of `deopt run`: its file names, the per-generation history rows, and the
-//! checkpoint that lets a run resume bit for bit.
+//! The run directory: its file names, config.json (the run spec plus provenance), the
+//! per-step history rows, timing, and the checkpoint that lets a run resume bit for bit.
 //!
 //! ```text
 //! results/<YYYY-MM-DD>-<ISO3>-<survey>-<id>/
-//!   config.json              every setting, the seed, model path and sha256, layout, example
+//!   config.json              the run spec (every setting and the seed), model path and sha256,
+//!                            layout, example prompt, item split, baselines
 //!   history.csv              one row per generation; deterministic (same seed => same bytes)
 //!   timing.csv               wall-clock seconds per generation (not deterministic, kept apart)
 //!   best_prompt.safetensors  best soft prompt so far, with metadata
@@ -18,6 +19,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::data::dimension::Dimension;
+use crate::prompt::render::Layout;
+use crate::run::spec::RunSpec;
 
 /// Settings and provenance.
 pub const CONFIG: &str = "config.json";
@@ -29,6 +32,127 @@ pub const TIMING: &str = "timing.csv";
 pub const BEST_PROMPT: &str = "best_prompt.safetensors";
 /// Resumable state.
 pub const CHECKPOINT: &str = "checkpoint.json";
+
+/// Format tag of config.json ([`RunConfig`]).
+pub const CONFIG_FORMAT: &str = "deopt-run-2";
+
+/// The model a run used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelRecord {
+    /// The GGUF file scored (for the default model, its F16 or original copy).
+    pub path: String,
+    /// sha256 of that file; a resume must see the same.
+    pub sha256: String,
+    /// Display name.
+    pub name: String,
+    /// Width of the input embeddings.
+    pub n_embd: usize,
+}
+
+/// config.json: the spec that defines the run, and what was derived from it when it started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// [`CONFIG_FORMAT`].
+    pub format: String,
+    /// deopt version that started the run.
+    pub deopt_version: String,
+    /// Date the run started (UTC).
+    pub created: String,
+    /// The run specification (the stop conditions are the latest session's).
+    pub spec: RunSpec,
+    /// The model.
+    pub model: ModelRecord,
+    /// Rows of the soft prompt.
+    pub rows: usize,
+    /// The persona text of `init = persona`.
+    pub persona_text: Option<String>,
+    /// The optimizer settings derived from the spec.
+    pub optimizer: crate::optim::Config,
+    /// The rendered layout.
+    pub layout: Layout,
+    /// The first training item as the model sees it.
+    pub example_prompt: String,
+    /// Item ids in the fitness.
+    pub train_items: Vec<String>,
+    /// Item ids held out.
+    pub holdout_items: Vec<String>,
+    /// Row norms are kept within this range.
+    pub repair_norm_range: [f32; 2],
+    /// Standard deviation of the embedding table.
+    pub embedding_std: f64,
+    /// Fitness without a soft prompt on the training items.
+    pub baseline_loss: f64,
+    /// Fitness without a soft prompt on the held-out items.
+    pub baseline_holdout_loss: Option<f64>,
+}
+
+impl RunConfig {
+    /// Read `dir/config.json`.
+    ///
+    /// # Errors
+    /// A missing or malformed file, or one written by another format, as one line naming it.
+    pub fn load(dir: &Path) -> Result<RunConfig> {
+        let path = dir.join(CONFIG);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("{}: cannot read the run config", path.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: not a deopt run config ({e})", path.display()))?;
+        match v.get("format").and_then(|f| f.as_str()) {
+            Some(CONFIG_FORMAT) => {}
+            Some(other) => bail!(
+                "{}: run format '{other}' (expected '{CONFIG_FORMAT}'); it was written by another deopt version",
+                path.display()
+            ),
+            None => bail!("{}: not a deopt run config (no format)", path.display()),
+        }
+        serde_json::from_value(v)
+            .map_err(|e| anyhow::anyhow!("{}: not a deopt run config ({e})", path.display()))
+    }
+
+    /// Write `dir/config.json` atomically.
+    ///
+    /// # Errors
+    /// Serialisation or I/O failure.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        crate::fsutil::write_atomic(&dir.join(CONFIG), &serde_json::to_vec_pretty(self)?)
+    }
+
+    /// `key value` of the spec field named `key` (searched at any depth, e.g. `pop`,
+    /// `country`), for messages; `None` if the spec has no such field.
+    pub fn setting(&self, key: &str) -> Option<String> {
+        fn find(v: &serde_json::Value, key: &str) -> Option<serde_json::Value> {
+            let obj = v.as_object()?;
+            obj.get(key).cloned().or_else(|| obj.values().find_map(|x| find(x, key)))
+        }
+        let spec = serde_json::to_value(&self.spec).ok()?;
+        find(&spec, key).map(|v| format!("{key} {v}"))
+    }
+
+    /// Whether history.csv has the six dimension columns (a VSM13 run scored by dimensions).
+    pub fn has_dimensions(&self) -> bool {
+        self.spec.task.survey == crate::data::survey::SurveyKind::Vsm13
+    }
+}
+
+/// Append one row to timing.csv (created with its header).
+///
+/// # Errors
+/// I/O failure.
+pub fn append_timing(dir: &Path, generation: u64, trials: usize, secs: f64) -> Result<()> {
+    use std::io::Write as _;
+    let path = dir.join(TIMING);
+    let new = !path.exists();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("{}: cannot write", path.display()))?;
+    if new {
+        writeln!(f, "generation,trials,seconds,evaluations_per_s")?;
+    }
+    writeln!(f, "{generation},{trials},{secs:.3},{:.3}", trials as f64 / secs.max(1e-9))?;
+    Ok(())
+}
 
 /// Format tag of [`Checkpoint`] files.
 pub const CHECKPOINT_FORMAT: &str = "deopt-run-checkpoint-1";
@@ -182,7 +306,8 @@ mod rows_as_lines {
 pub struct Checkpoint {
     /// [`CHECKPOINT_FORMAT`].
     pub format: String,
-    /// The optimizer (what [`crate::optim::Optimizer::to_checkpoint`] wrote), as JSON.
+    /// The method's state (for DE what [`crate::optim::Optimizer::to_checkpoint`] wrote), as
+    /// JSON.
     pub optimizer: serde_json::Value,
     /// History rows so far, stored as their CSV lines so floats round-trip exactly.
     #[serde(with = "rows_as_lines")]

@@ -10,7 +10,8 @@
 //!
 //! Every run's seed is derived from the sweep seed, its cell and its repeat, so a run's
 //! result does not depend on which process ran it: shards merged give the same tables as
-//! one unsharded sweep. Nothing here loads a model; `deopt sweep` runs the runs.
+//! one unsharded sweep. Each run is started or resumed with [`crate::run::launch`] from the
+//! run spec of its grid point ([`point_spec`]).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::optim::stats::{self, mann_whitney_u, median, Alternative};
 use crate::run::directory::{self, Checkpoint};
+use crate::run::driver::ProgressObserver;
+use crate::run::launch;
+use crate::run::seeds::splitmix64;
+use crate::run::spec::{DeSpec, MethodSpec, ModelSpec, RunSpec};
 
 /// Settings file of a sweep directory.
 pub const SWEEP_JSON: &str = "sweep.json";
@@ -66,7 +71,7 @@ pub fn parse_grid(flag: &str, text: &str, lo: f64, lo_open: bool, hi: f64) -> Re
 /// # Errors
 /// Not two positive integers with `i <= n`.
 pub fn parse_shard(text: &str) -> Result<(usize, usize)> {
-    let bad = || anyhow!("--shard '{text}': expected i/n with 1 <= i <= n, e.g. 1/2");
+    let bad = || anyhow!("shard '{text}': expected i/n with 1 <= i <= n, e.g. 1/2");
     let (i, n) = text.split_once('/').ok_or_else(bad)?;
     let i: usize = i.trim().parse().map_err(|_| bad())?;
     let n: usize = n.trim().parse().map_err(|_| bad())?;
@@ -111,7 +116,7 @@ struct SweepFile {
 
 /// One run of the grid.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RunSpec {
+pub struct GridPoint {
     /// Position in the sweep (what `--shard` splits).
     pub index: usize,
     /// Index into [`SweepSettings::mutation`].
@@ -128,32 +133,25 @@ pub struct RunSpec {
     pub seed: u64,
 }
 
-impl RunSpec {
+impl GridPoint {
     /// Name of the run directory under `runs/`.
     pub fn name(&self) -> String {
         format!("F{}-CR{}-rep{}", self.mutation, self.recombination, self.repeat)
     }
 }
 
-fn splitmix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// The seed of the run of cell (`mi`, `ri`), repeat `repeat`.
 pub fn run_seed(seed: u64, mi: usize, ri: usize, repeat: usize) -> u64 {
-    splitmix(seed ^ splitmix(((mi as u64) << 42) | ((ri as u64) << 21) | repeat as u64)) >> 1
+    splitmix64(seed ^ splitmix64(((mi as u64) << 42) | ((ri as u64) << 21) | repeat as u64)) >> 1
 }
 
 /// Every run of the sweep, in order: mutation, then recombination, then repeat.
-pub fn plan(s: &SweepSettings) -> Vec<RunSpec> {
+pub fn plan(s: &SweepSettings) -> Vec<GridPoint> {
     let mut out = Vec::new();
     for (mi, &m) in s.mutation.iter().enumerate() {
         for (ri, &r) in s.recombination.iter().enumerate() {
             for repeat in 0..s.repeats {
-                out.push(RunSpec {
+                out.push(GridPoint {
                     index: out.len(),
                     mi,
                     ri,
@@ -168,8 +166,74 @@ pub fn plan(s: &SweepSettings) -> Vec<RunSpec> {
     out
 }
 
+/// The run spec of a grid point: the sweep's settings, the point's F, CR and seed, `model`,
+/// and every other setting at its default.
+///
+/// # Errors
+/// A survey or strategy name in the settings that deopt does not know.
+pub fn point_spec(s: &SweepSettings, p: &GridPoint, model: &ModelSpec) -> Result<RunSpec> {
+    let mut spec = RunSpec::new(&s.country);
+    spec.task.survey = serde_json::from_value(serde_json::Value::String(s.survey.clone()))
+        .map_err(|_| anyhow!("sweep survey '{}': expected vsm13 or wvs", s.survey))?;
+    spec.method = MethodSpec::De(DeSpec {
+        strategy: s.strategy.parse()?,
+        pop: s.pop,
+        mutation: p.mutation,
+        recombination: p.recombination,
+        subspace: None,
+    });
+    spec.prompt.tokens = s.tokens;
+    spec.holdout = s.holdout;
+    spec.seed = p.seed;
+    spec.stop.gens = s.gens;
+    spec.model = model.clone();
+    Ok(spec)
+}
+
+/// Run this shard's share of the sweep in `dir` (every run with `shard` `None`): finished
+/// runs are skipped, checkpointed ones resumed, the rest started. `note` gets one line per
+/// run. Returns false when a run was interrupted (Ctrl-C); the tables are written either way.
+///
+/// # Errors
+/// A run that fails, with its directory named.
+pub fn run_points(
+    dir: &Path,
+    s: &SweepSettings,
+    shard: Option<(usize, usize)>,
+    model: &ModelSpec,
+    mut note: impl FnMut(&str),
+) -> Result<bool> {
+    let all = plan(s);
+    let mine: Vec<&GridPoint> =
+        all.iter().filter(|r| shard.is_none_or(|(i, n)| r.index % n == i - 1)).collect();
+    for (k, point) in mine.iter().enumerate() {
+        let rd = run_dir(dir, point);
+        let state = run_state(&rd, s.gens);
+        let what = match state {
+            RunState::Finished => "finished already, skipped",
+            RunState::Partial => "resuming",
+            RunState::Missing => "running",
+        };
+        note(&format!("sweep: run {}/{} {} (seed {}): {what}", k + 1, mine.len(), point.name(), point.seed));
+        if state == RunState::Finished {
+            continue;
+        }
+        let mut obs = ProgressObserver::new(&format!("run {}/{}: ", k + 1, mine.len()), s.gens, false);
+        let outcome = match state {
+            RunState::Partial => launch::resume(&rd, None, &mut obs),
+            _ => launch::start(point_spec(s, point, model)?, Some(&rd), &mut obs),
+        }
+        .map_err(|e| anyhow!("run {}: {e:#}", rd.display()))?;
+        if !outcome.finished() {
+            write_tables(dir, s)?;
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Directory of a run.
-pub fn run_dir(sweep: &Path, spec: &RunSpec) -> PathBuf {
+pub fn run_dir(sweep: &Path, spec: &GridPoint) -> PathBuf {
     sweep.join(RUNS).join(spec.name())
 }
 
@@ -198,9 +262,9 @@ pub fn run_state(dir: &Path, gens: u64) -> RunState {
 
 /// One finished run, a row of sweep.csv.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RunResult {
+pub struct GridResult {
     /// The run.
-    pub spec: RunSpec,
+    pub spec: GridPoint,
     /// Final best fitness (loss).
     pub best: f64,
     /// Held-out loss of the best prompt, if the sweep holds items out.
@@ -217,7 +281,7 @@ pub struct RunResult {
 ///
 /// # Errors
 /// A finished run whose checkpoint cannot be read.
-pub fn collect(dir: &Path, s: &SweepSettings) -> Result<Vec<RunResult>> {
+pub fn collect(dir: &Path, s: &SweepSettings) -> Result<Vec<GridResult>> {
     let mut out = Vec::new();
     for spec in plan(s) {
         let rd = run_dir(dir, &spec);
@@ -226,7 +290,7 @@ pub fn collect(dir: &Path, s: &SweepSettings) -> Result<Vec<RunResult>> {
         }
         let c = Checkpoint::load(&rd)?;
         let last = c.history.last().expect("a finished run has history");
-        out.push(RunResult {
+        out.push(GridResult {
             best: last.best_so_far,
             holdout: last.holdout,
             best_generation: c.best_generation,
@@ -255,7 +319,7 @@ pub struct CellSummary {
 }
 
 /// Per-cell statistics, in grid order, the best cell (lowest median, first on ties) marked.
-pub fn summarize(s: &SweepSettings, results: &[RunResult]) -> Vec<CellSummary> {
+pub fn summarize(s: &SweepSettings, results: &[GridResult]) -> Vec<CellSummary> {
     let mut cells: Vec<CellSummary> = Vec::new();
     for (mi, &m) in s.mutation.iter().enumerate() {
         for (ri, &r) in s.recombination.iter().enumerate() {
@@ -297,7 +361,7 @@ fn opt(v: Option<f64>) -> String {
 }
 
 /// sweep.csv text.
-pub fn sweep_csv(results: &[RunResult]) -> String {
+pub fn sweep_csv(results: &[GridResult]) -> String {
     let mut s = String::from(
         "mutation,recombination,repeat,seed,best_loss,holdout_loss,best_generation,evaluations,wall_s\n",
     );
@@ -340,6 +404,11 @@ pub fn summary_csv(cells: &[CellSummary]) -> String {
         );
     }
     s
+}
+
+/// Whether `dir` is a sweep directory (it has sweep.json).
+pub fn is_sweep(dir: &Path) -> bool {
+    dir.join(SWEEP_JSON).is_file()
 }
 
 /// Read a sweep directory's settings.
@@ -399,7 +468,7 @@ pub fn differences(a: &SweepSettings, b: &SweepSettings) -> Vec<String> {
 ///
 /// # Errors
 /// Reading a run or writing a table fails.
-pub fn write_tables(dir: &Path, s: &SweepSettings) -> Result<(Vec<RunResult>, Vec<CellSummary>)> {
+pub fn write_tables(dir: &Path, s: &SweepSettings) -> Result<(Vec<GridResult>, Vec<CellSummary>)> {
     let results = collect(dir, s)?;
     let cells = summarize(s, &results);
     crate::fsutil::write_atomic(&dir.join(SWEEP_CSV), sweep_csv(&results).as_bytes())?;
@@ -412,7 +481,7 @@ pub fn write_tables(dir: &Path, s: &SweepSettings) -> Result<(Vec<RunResult>, Ve
 ///
 /// # Errors
 /// A directory is not a sweep or has other settings, or I/O failure.
-pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<(SweepSettings, Vec<RunResult>, Vec<CellSummary>)> {
+pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<(SweepSettings, Vec<GridResult>, Vec<CellSummary>)> {
     let first = dirs.first().ok_or_else(|| anyhow!("sweep merge: give at least one sweep directory"))?;
     let s = read_settings(first)?;
     for d in &dirs[1..] {
@@ -509,7 +578,7 @@ mod tests {
     fn summary_marks_lowest_median() {
         let s = settings();
         let p = plan(&s);
-        let res = |i: usize, best: f64| RunResult {
+        let res = |i: usize, best: f64| GridResult {
             spec: p[i].clone(),
             best,
             holdout: None,

@@ -1,5 +1,16 @@
-//! Runs: the typed run specification, the loop that drives a method with stop rules and an
-//! observer, the run directory with its history and checkpoints, and sweeps over settings.
+//! Runs: the typed run specification ([`spec`]), starting and resuming from a spec or a run
+//! directory alone ([`launch`]), the loop that drives a method with a stop rule and an
+//! observer ([`driver`]), DE as such a method ([`de_method`]) over soft prompts scored by the
+//! engine ([`prompt_objective`]), the held-out split ([`holdout`]), derived seeds
+//! ([`seeds`]), the run directory with its history and checkpoints ([`directory`]), and
+//! sweeps over settings ([`grid`]).
 
+pub mod de_method;
 pub mod directory;
+pub mod driver;
 pub mod grid;
+pub mod holdout;
+pub mod launch;
+pub mod prompt_objective;
+pub mod seeds;
+pub mod spec;

@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::country::Country;
 use crate::data::dimension::DimVec;
-use crate::engine::ItemScore;
-use crate::score::metrics::{self, CasReport, Constants, DimensionLoss, LossKind, ModelAnswer};
 use crate::data::survey::Survey;
 use crate::data::targets::{Distribution, HofstedeRow};
+use crate::engine::ItemScore;
+use crate::score::metrics::{self, CasReport, Constants, DimensionLoss, LossKind, ModelAnswer};
 
 /// How an item's answer distribution becomes one answer value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize)]
@@ -107,7 +107,7 @@ impl Task {
                     AnswerMode::Expected => Ok(Some(s.expected(first))),
                     AnswerMode::Argmax => Ok(Some(f64::from(s.argmax(first)))),
                     AnswerMode::Generate => {
-                        Err(anyhow!("--answers generate needs generated texts (Task::evaluate_texts)"))
+                        Err(anyhow!("answer mode 'generate' needs generated texts (Task::evaluate_texts)"))
                     }
                 }
             })

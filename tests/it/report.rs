@@ -1,18 +1,9 @@
 //! `deopt report` with the real default model on a tiny run (population 4, T = 2 rows, one
 //! generation, one dimension held out), which `deopt run` reports on by itself.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use crate::common::{deopt, fails_with, tmpdir};
 
-fn deopt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_deopt")).args(args).output().expect("running deopt")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("deopt-test-report-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
+use std::path::Path;
 
 const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', b'\r', b'\n', 0x1a, b'\n'];
 
@@ -39,7 +30,7 @@ fn assert_svg(p: &Path, needles: &[&str]) {
 
 #[test]
 fn run_writes_report_and_charts() {
-    let dir = tmp("run");
+    let dir = tmpdir("run");
     let d = dir.to_str().unwrap();
     let o = deopt(&[
         "run",
@@ -86,6 +77,27 @@ fn run_writes_report_and_charts() {
     assert_svg(&dir.join("dimensions.svg"), &["PDI", "IVR", "target (SAU)", "no soft prompt"]);
     assert_svg(&dir.join("item_shift.svg"), &["expected answer", "optimised prompt"]);
 
+    // One dimension held out (its 4 items): its column is empty, the held-out loss is filled in.
+    let h = std::fs::read_to_string(dir.join("history.csv")).unwrap();
+    let header: Vec<&str> = h.lines().next().unwrap().split(',').collect();
+    let holdout_col = header.iter().position(|c| *c == "holdout").unwrap();
+    assert_eq!(h.lines().count(), 3, "header + generations 0, 1:\n{h}");
+    for line in h.lines().skip(1) {
+        let cells: Vec<&str> = line.split(',').collect();
+        assert_eq!(cells[6..12].iter().filter(|c| c.is_empty()).count(), 1, "{line}");
+        assert!(cells[holdout_col].parse::<f64>().unwrap() > 0.0, "{line}");
+    }
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["holdout_items"].as_array().unwrap().len(), 4);
+    assert_eq!(cfg["train_items"].as_array().unwrap().len(), 20);
+    let (p, meta) =
+        deopt::prompt::softprompt::SoftPrompt::load(&dir.join("best_prompt.safetensors")).unwrap();
+    assert_eq!(p.rows(), 2);
+    assert_eq!(meta.get("country").map(String::as_str), Some("SAU"));
+    let last = h.lines().last().unwrap().split(',').nth(5).unwrap().to_string();
+    assert_eq!(meta.get("fitness").unwrap(), &last, "the best prompt's fitness is the last best-so-far");
+
     // Again from the files alone: no model, so no per-item chart in the new report.md.
     std::fs::remove_file(dir.join("report.md")).unwrap();
     let o = deopt(&["report", d, "--no-model"]);
@@ -98,12 +110,7 @@ fn run_writes_report_and_charts() {
 
 #[test]
 fn report_on_something_else_is_one_line() {
-    let dir = tmp("empty");
-    std::fs::create_dir_all(&dir).unwrap();
-    let o = deopt(&["report", dir.to_str().unwrap(), "--no-model"]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success());
-    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    assert!(err.contains("neither a deopt run nor a sweep directory"), "{err}");
+    let dir = tmpdir("empty");
+    fails_with(&["report", dir.to_str().unwrap(), "--no-model"], "neither a deopt run nor a sweep directory");
     let _ = std::fs::remove_dir_all(&dir);
 }

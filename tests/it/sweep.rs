@@ -6,19 +6,11 @@
 //! directory, merged with shard 1/2, must give the unsharded sweep's summary.csv byte for
 //! byte (summary.csv holds no wall-clock figures).
 
+use crate::common::{assert_one_line_error, deopt, tmpdir};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::SystemTime;
-
-fn deopt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_deopt")).args(args).output().expect("running deopt")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("deopt-test-sweep-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
 
 const GRID: [&str; 18] = [
     "sweep",
@@ -81,20 +73,12 @@ fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-/// One line on stderr, non-zero exit.
-fn assert_one_line_error(o: &Output, needle: &str) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "expected failure, got success; stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "expected one line on stderr, got: {err}");
-    assert!(err.contains(needle), "expected '{needle}' in: {err}");
-}
-
 #[test]
 fn sweep_shards_resume_and_merge() {
-    let shard1 = tmp("shard1");
-    let full = tmp("full");
-    let shard2 = tmp("shard2");
-    let merged = tmp("merged");
+    let shard1 = tmpdir("shard1");
+    let full = tmpdir("full");
+    let shard2 = tmpdir("shard2");
+    let merged = tmpdir("merged");
 
     // "Interrupted" sweep: shard 1/2 runs runs 0, 2, 4, 6.
     sweep(&shard1, Some("1/2"));
@@ -150,7 +134,7 @@ fn sweep_shards_resume_and_merge() {
     assert_eq!(strip_wall(&read(&merged.join("sweep.csv"))), strip_wall(&sweep_csv));
 
     // A sweep with other settings is refused, in merge and in the directory.
-    let other = tmp("other");
+    let other = tmpdir("other");
     std::fs::create_dir_all(&other).unwrap();
     let json = read(&shard1.join("sweep.json")).replace("\"pop\": 4", "\"pop\": 5");
     std::fs::write(other.join("sweep.json"), json).unwrap();
@@ -160,7 +144,7 @@ fn sweep_shards_resume_and_merge() {
         shard1.to_str().unwrap(),
         other.to_str().unwrap(),
         "--out",
-        tmp("m2").to_str().unwrap(),
+        tmpdir("m2").to_str().unwrap(),
     ]);
     assert_one_line_error(&o, "other settings");
     let o = deopt(&["sweep", "--country", "SAU", "--pop", "5", "--out", shard1.to_str().unwrap()]);
@@ -173,7 +157,7 @@ fn sweep_shards_resume_and_merge() {
 
 #[test]
 fn bad_input_is_one_line() {
-    let d = tmp("bad");
+    let d = tmpdir("bad");
     let out = d.to_str().unwrap();
     let cases: [(&[&str], &str); 8] = [
         (&["sweep", "--country", "SAU", "--mutation", "", "--out", out], "--mutation"),

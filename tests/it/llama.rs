@@ -1,7 +1,8 @@
 //! Tests of the llama.cpp layer against the real default model (fetched on first use).
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use crate::common::{model_at, tmpdir};
+
+use std::path::Path;
 use std::time::Instant;
 
 use deopt::llama::{
@@ -9,20 +10,6 @@ use deopt::llama::{
     TokenBatch,
 };
 use deopt::provision::model_store::{resolve_model, Precision};
-
-/// The default model, loaded once per precision for the whole test binary.
-fn model(precision: Precision) -> &'static Model {
-    static F16: OnceLock<Model> = OnceLock::new();
-    static ORIGINAL: OnceLock<Model> = OnceLock::new();
-    let cell = match precision {
-        Precision::F16 => &F16,
-        Precision::Original => &ORIGINAL,
-    };
-    cell.get_or_init(|| {
-        let resolved = resolve_model(None, precision).expect("default model");
-        Model::load(&resolved.path, &ModelParams::default()).expect("load default model")
-    })
-}
 
 fn ctx(model: &Model, n_ctx: u32, n_seq_max: u32) -> Context<'_> {
     let params = ContextParams { n_ctx, n_seq_max, ..ContextParams::default() };
@@ -36,13 +23,6 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 
 fn argmax(v: &[f32]) -> usize {
     v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap()
-}
-
-/// A scratch directory unique to this process and test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("deopt-llama-test-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 const SENTENCE: &str = "The capital of France is";
@@ -68,7 +48,7 @@ fn token_vs_embedding_logits(model: &Model) -> (Vec<f32>, Vec<f32>) {
 
 #[test]
 fn scaled_embedding_rows_reproduce_token_logits_f16() {
-    let model = model(Precision::F16);
+    let model = model_at(Precision::F16);
     let (a, b) = token_vs_embedding_logits(model);
     let d = max_abs_diff(&a, &b);
     let top = argmax(&a);
@@ -82,7 +62,7 @@ fn scaled_embedding_rows_reproduce_token_logits_f16() {
 
 #[test]
 fn scaled_embedding_rows_reproduce_token_logits_q4() {
-    let model = model(Precision::Original);
+    let model = model_at(Precision::Original);
     let (a, b) = token_vs_embedding_logits(model);
     let d = max_abs_diff(&a, &b);
     eprintln!("Q4_K_M: token vs embedding input, max |diff| = {d:e}");
@@ -92,7 +72,7 @@ fn scaled_embedding_rows_reproduce_token_logits_q4() {
 #[test]
 fn unscaled_rows_do_not_reproduce_tokens() {
     // Guards the scaling convention: llama.cpp does not scale embedding input for gemma3.
-    let model = model(Precision::F16);
+    let model = model_at(Precision::F16);
     assert_eq!(model.architecture(), "gemma3");
     assert!((model.embedding_scale() - 640f32.sqrt()).abs() < 1e-6);
     let tokens = model.tokenize(SENTENCE, true, false).unwrap();
@@ -180,7 +160,7 @@ fn shared_prefix_vs_separate(model: &Model) -> Vec<f32> {
 
 #[test]
 fn shared_prefix_via_seq_cp_matches_separate_decoding() {
-    let diffs = shared_prefix_vs_separate(model(Precision::F16));
+    let diffs = shared_prefix_vs_separate(model_at(Precision::F16));
     eprintln!("F16: shared prefix (3 sequences, one batch) vs separate: max |diff| = {diffs:?}");
     for d in diffs {
         assert!(d < 1e-3, "max abs diff {d}");
@@ -191,7 +171,7 @@ fn shared_prefix_via_seq_cp_matches_separate_decoding() {
 /// only sanity-checked).
 #[test]
 fn shared_prefix_layout_noise_on_q4() {
-    let diffs = shared_prefix_vs_separate(model(Precision::Original));
+    let diffs = shared_prefix_vs_separate(model_at(Precision::Original));
     eprintln!("Q4_K_M: shared prefix (3 sequences, one batch) vs separate: max |diff| = {diffs:?}");
     assert!(diffs.iter().all(|d| d.is_finite() && *d < 5.0), "{diffs:?}");
 }
@@ -204,7 +184,7 @@ fn model_is_shared_across_threads_with_one_context_each() {
     send::<Context<'static>>();
     send::<TokenBatch>();
     send::<EmbdBatch>();
-    let model = model(Precision::F16);
+    let model = model_at(Precision::F16);
     let tokens = model.tokenize(SENTENCE, true, false).unwrap();
     let run = || {
         let mut c = ctx(model, 256, 1);
@@ -232,7 +212,7 @@ fn missing_file_is_a_clear_error() {
 
 #[test]
 fn text_file_is_not_a_gguf() {
-    let path = scratch("text").join("notes.txt");
+    let path = tmpdir("text").join("notes.txt");
     std::fs::write(&path, "hello, this is not a model\n").unwrap();
     let err = Model::load(&path, &ModelParams::default()).unwrap_err();
     assert!(matches!(err, LlamaError::NotGguf { .. }), "{err:?}");
@@ -244,7 +224,7 @@ fn text_file_is_not_a_gguf() {
     std::fs::write(&path, "").unwrap();
     assert!(matches!(Model::load(&path, &ModelParams::default()), Err(LlamaError::NotGguf { .. })));
     // A directory.
-    let dir = scratch("text");
+    let dir = tmpdir("text");
     assert!(Model::load(&dir, &ModelParams::default()).is_err());
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -252,7 +232,7 @@ fn text_file_is_not_a_gguf() {
 #[test]
 fn truncated_gguf_is_a_clear_error() {
     let src = resolve_model(None, Precision::Original).unwrap().path;
-    let dir = scratch("truncated");
+    let dir = tmpdir("truncated");
     let bytes = std::fs::read(&src).unwrap();
     for (name, len) in
         [("1mb", 1 << 20), ("8mb", 8 << 20), ("half", bytes.len() / 2), ("minus1", bytes.len() - 1)]
@@ -271,7 +251,7 @@ fn truncated_gguf_is_a_clear_error() {
 
 #[test]
 fn decode_errors_are_typed() {
-    let model = model(Precision::F16);
+    let model = model_at(Precision::F16);
     let mut c = ctx(model, 256, 1);
     let mut tb = TokenBatch::new(600, 2).unwrap();
 
@@ -347,7 +327,7 @@ fn decode_errors_are_typed() {
 
 #[test]
 fn kv_memory_ops_validate_their_arguments() {
-    let model = model(Precision::F16);
+    let model = model_at(Precision::F16);
     let mut c = ctx(model, 512, 2);
     assert!(matches!(c.seq_cp(0, 2, -1, -1), Err(LlamaError::SeqIdOutOfRange { seq: 2, n_seq_max: 2 })));
     assert!(matches!(c.seq_cp(0, 1, 0, 5), Err(LlamaError::PartialSeqCopy { .. })));
@@ -373,7 +353,7 @@ fn kv_memory_ops_validate_their_arguments() {
 
 #[test]
 fn model_accessors_and_tokenizer() {
-    let model = model(Precision::F16);
+    let model = model_at(Precision::F16);
     assert_eq!(model.n_embd(), 640);
     assert_eq!(model.n_embd_inp(), 640);
     assert_eq!(model.n_vocab(), 262_144);
@@ -423,7 +403,7 @@ fn model_accessors_and_tokenizer() {
 
 #[test]
 fn embedding_rows_and_statistics() {
-    let model = model(Precision::F16);
+    let model = model_at(Precision::F16);
     let table = model.token_embeddings();
     assert_eq!(table.n_embd(), 640);
     assert_eq!(table.n_vocab(), 262_144);
@@ -471,7 +451,7 @@ fn embedding_rows_and_statistics() {
 }
 
 fn model_q4_rows(tokens: &[Token]) -> Vec<f32> {
-    let m = model(Precision::Original);
+    let m = model_at(Precision::Original);
     assert_eq!(m.token_embeddings().type_name(), "q8_0");
     m.token_embeddings().rows(tokens).unwrap()
 }
@@ -504,7 +484,7 @@ fn f16_copy_keeps_metadata_and_converts_quantized_weights() {
 #[test]
 fn dequantize_writes_atomically_and_reproducibly() {
     let src = resolve_model(None, Precision::Original).unwrap().path;
-    let dir = scratch("dequant");
+    let dir = tmpdir("dequant");
     let dst = dir.join("copy.gguf");
     let t = Instant::now();
     let report = deopt::llama::dequantize_to_f16(&src, &dst).unwrap();
@@ -525,7 +505,7 @@ fn dequantize_writes_atomically_and_reproducibly() {
 #[test]
 fn decode_throughput_512_tokens() {
     for precision in [Precision::F16, Precision::Original] {
-        let model = model(precision);
+        let model = model_at(precision);
         let text = "The quick brown fox jumps over the lazy dog. ".repeat(60);
         let mut tokens = model.tokenize(&text, true, false).unwrap();
         tokens.truncate(512);

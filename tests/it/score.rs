@@ -1,15 +1,16 @@
 //! Surveys, targets and metrics (no model): CAS against CultureSPA's scorer, VSM13 formulas,
 //! inverse modelling, data-set agreement, and `deopt score` / `deopt countries` on bad input.
 
+use crate::common::{deopt, fails, tmpdir};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use deopt::data::answers;
 use deopt::data::country::Countries;
 use deopt::data::dimension::Dimension;
-use deopt::score::metrics::{self, Constants, LossKind, ModelAnswer};
 use deopt::data::survey::{Survey, SurveyKind};
 use deopt::data::targets::{Hofstede, Wvs, WvsChoice, WvsSource};
+use deopt::score::metrics::{self, Constants, LossKind, ModelAnswer};
 
 const CULTURESPA_COUNTRIES: [&str; 18] = [
     "USA", "CAN", "BOL", "BRA", "GBR", "NLD", "DEU", "UKR", "CHN", "RUS", "IND", "THA", "KEN", "NGA", "ETH",
@@ -18,16 +19,6 @@ const CULTURESPA_COUNTRIES: [&str; 18] = [
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
-
-fn deopt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_deopt")).args(args).output().expect("run deopt")
-}
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("deopt-test-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 fn cas_of(file: &Path, iso3: &str, survey: &Survey, wvs: &Wvs) -> f64 {
@@ -307,16 +298,6 @@ fn countries_lists_targets() {
     let text = String::from_utf8(sau.stdout).unwrap();
     assert!(text.lines().any(|l| l.starts_with("SAU") && l.contains("95*")), "estimates are marked");
     assert_eq!(Countries::builtin().unwrap().all().len(), 125);
-}
-
-/// Runs deopt expecting failure; returns stderr, checked to be one line without a panic.
-fn fails(args: &[&str]) -> String {
-    let out = deopt(args);
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(!out.status.success(), "expected failure for {args:?}");
-    assert!(!err.contains("panicked"), "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-    err
 }
 
 #[test]

@@ -1,0 +1,267 @@
+//! Starting and resuming runs: from a [`RunSpec`] (a new run) or from a run directory alone
+//! (a resume), build the engine, the baselines, the initial population and the method, then
+//! hand them to [`driver::drive`].
+//!
+//! Determinism: the spec's seed fixes the initial population, the held-out split, the
+//! subspace and the optimizer. The engine's answers do not depend on which prompts share a
+//! call, and a resumed run replays the engine calls that precede a generation (baseline, one
+//! training and one held-out call), so even the "tokens" column of history.csv is identical.
+//! Wall-clock figures go to timing.csv.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+use rand::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+use crate::engine::{Engine, Plan};
+use crate::optim::{Optimizer, RandomSubspace, StopReason};
+use crate::prompt::init::{self, InitKind};
+use crate::prompt::render::Layout;
+use crate::prompt::softprompt::SoftPrompt;
+use crate::run::de_method::DeMethod;
+use crate::run::directory::{self, Checkpoint, ModelRecord, RunConfig};
+use crate::run::driver::{self, LoopFiles, Observer};
+use crate::run::holdout::split_items;
+use crate::run::prompt_objective::{PromptObjective, NORM_PERCENTILES};
+use crate::run::seeds::{sub_seed, Purpose};
+use crate::run::spec::{RunSpec, StopSpec};
+use crate::score::fitness::{Evaluation, Task};
+
+/// How a run session ended.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// The run directory.
+    pub dir: PathBuf,
+    /// The stop condition that ended the run; `None`: interrupted (Ctrl-C).
+    pub stop: Option<StopReason>,
+    /// config.json as written.
+    pub config: RunConfig,
+    /// The checkpoint as written (history, best generation, elapsed time).
+    pub checkpoint: Checkpoint,
+    /// Survey, country, target.
+    pub task: Task,
+    /// Fitness without a soft prompt on the training items.
+    pub baseline: Evaluation,
+    /// Fitness without a soft prompt on the held-out items.
+    pub baseline_holdout: Option<Evaluation>,
+}
+
+impl RunOutcome {
+    /// A stop condition ended the run (it was not interrupted).
+    pub fn finished(&self) -> bool {
+        self.stop.is_some()
+    }
+}
+
+/// Start a new run of `spec` in `out` (default: `results/<date>-<ISO3>-<survey>-<id>`). A
+/// directory that holds no checkpoint yet (a run killed before its first) is started afresh.
+///
+/// # Errors
+/// Invalid settings (before any model is loaded), a directory that already holds a run,
+/// model or engine failures.
+pub fn start(spec: RunSpec, out: Option<&Path>, observer: &mut dyn Observer) -> Result<RunOutcome> {
+    if let Some(d) = out {
+        if directory::is_run(d) {
+            bail!("{}: already holds a run (resume it instead of starting a new one)", d.display());
+        }
+    }
+    execute(spec, Session::New(out.map(Path::to_path_buf)), observer)
+}
+
+/// Continue the run in `dir` from its directory alone; `stop` replaces its stop conditions
+/// (e.g. more generations), and is recorded in config.json for later resumes.
+///
+/// # Errors
+/// `dir` is not a run, its files are inconsistent, the model file changed; model or engine
+/// failures.
+pub fn resume(dir: &Path, stop: Option<StopSpec>, observer: &mut dyn Observer) -> Result<RunOutcome> {
+    if !directory::is_run(dir) {
+        bail!(
+            "{}: not a deopt run directory (no {} and {})",
+            dir.display(),
+            directory::CONFIG,
+            directory::CHECKPOINT
+        );
+    }
+    let mut config = RunConfig::load(dir)?;
+    let ckpt = Checkpoint::load(dir)?;
+    if ckpt.history.is_empty() {
+        bail!("{}: the checkpoint has no generation", dir.join(directory::CHECKPOINT).display());
+    }
+    if let Some(s) = stop {
+        s.validate()?;
+        if s != config.spec.stop {
+            config.spec.stop = s;
+            config.save(dir)?;
+        }
+    }
+    let spec = config.spec.clone();
+    execute(spec, Session::Resume(dir.to_path_buf(), Box::new(config), ckpt), observer)
+}
+
+enum Session {
+    New(Option<PathBuf>),
+    Resume(PathBuf, Box<RunConfig>, Checkpoint),
+}
+
+fn execute(mut spec: RunSpec, session: Session, observer: &mut dyn Observer) -> Result<RunOutcome> {
+    let config = spec.validate()?;
+    let task = spec.task.load()?;
+    spec.task.country = task.country.iso3.clone();
+    let de = *spec.de();
+
+    let (resolved, model) = spec.model.load()?;
+    if let Session::Resume(dir, cfg, _) = &session {
+        if cfg.model.sha256 != resolved.sha256 {
+            bail!(
+                "{}: the run used model sha256 {} but {} has sha256 {}",
+                dir.display(),
+                cfg.model.sha256,
+                resolved.path.display(),
+                resolved.sha256
+            );
+        }
+    }
+    let n_embd = model.n_embd_inp();
+
+    // Items, plans, engine.
+    let (train, held) = split_items(&task, spec.holdout, spec.seed);
+    let layout = spec.layout.layout();
+    let items_of = |idx: &[usize]| idx.iter().map(|&i| &task.survey.items[i]).collect::<Vec<_>>();
+    let train_plan = Plan::new(&model, &items_of(&train), &layout)?;
+    let held_plan = if held.is_empty() { None } else { Some(Plan::new(&model, &items_of(&held), &layout)?) };
+    let bare = Layout { with_soft: false, ..layout.clone() };
+    let bare_train = Plan::new(&model, &items_of(&train), &bare)?;
+    let mut engine = Engine::new(&model, spec.model.engine_config())?;
+
+    // Baseline: no soft prompt (also run on resume, so the engine's calls replay exactly).
+    let empty = SoftPrompt::empty(n_embd);
+    let base_scores = engine.score(&bare_train, &[&empty])?;
+    let baseline = task.evaluate(&train, &base_scores[0])?;
+    let baseline_holdout = if held.is_empty() {
+        None
+    } else {
+        let bare_held = Plan::new(&model, &items_of(&held), &bare)?;
+        let s = engine.score(&bare_held, &[&empty])?;
+        Some(task.evaluate(&held, &s[0])?)
+    };
+
+    // Initial population, from the seed.
+    let mut init_rng = Xoshiro256PlusPlus::seed_from_u64(sub_seed(spec.seed, Purpose::InitialPrompts));
+    let prompts: Vec<SoftPrompt> = (0..de.pop)
+        .map(|_| {
+            init::draw_kind(&model, spec.prompt.init, spec.prompt.tokens, Some(&task.country), &mut init_rng)
+        })
+        .collect::<Result<_>>()?;
+    let rows = prompts[0].rows();
+    let stats = model.token_embeddings().stats(None)?;
+    let norm_range = (stats.norm_percentile(NORM_PERCENTILES.0), stats.norm_percentile(NORM_PERCENTILES.1));
+    let subspace = match de.subspace {
+        None => None,
+        Some(k) => Some(RandomSubspace::new(
+            prompts[0].data().to_vec(),
+            k,
+            stats.std as f32,
+            sub_seed(spec.seed, Purpose::Subspace),
+        )?),
+    };
+    let obj = PromptObjective {
+        engine,
+        plan: &train_plan,
+        task: &task,
+        items: &train,
+        rows,
+        n_embd,
+        norm_range,
+        subspace,
+        last: Vec::new(),
+    };
+    let initial: Vec<Vec<f32>> = match &obj.subspace {
+        Some(space) => space.initial_population(de.pop, 1.0, sub_seed(spec.seed, Purpose::SubspaceInit)),
+        None => prompts
+            .iter()
+            .map(|p| {
+                let mut x = p.data().to_vec();
+                obj.clip_rows(&mut x);
+                x
+            })
+            .collect(),
+    };
+    let opt = Optimizer::new(config.clone(), initial.clone(), sub_seed(spec.seed, Purpose::Optimizer))?;
+    let mut method = DeMethod { opt, obj, held: held_plan.as_ref().map(|p| (p, held.as_slice())) };
+
+    let (dir, run_config, mut ckpt, resumed_at) = match session {
+        Session::Resume(dir, cfg, ckpt) => {
+            let source = dir.join(directory::CHECKPOINT).display().to_string();
+            method.restore(&ckpt.optimizer, &initial[0], &source)?;
+            let at = method.opt.generation();
+            (dir, *cfg, ckpt, Some(at))
+        }
+        Session::New(out) => {
+            let dir = match out {
+                Some(d) => d,
+                None => directory::default_dir(
+                    Path::new("results"),
+                    &directory::today_utc(),
+                    &task.country.iso3,
+                    spec.survey_name(),
+                    &directory::short_id(&serde_json::to_value(&spec)?),
+                ),
+            };
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("{}: cannot create directory", dir.display()))?;
+            let cfg = RunConfig {
+                format: directory::CONFIG_FORMAT.into(),
+                deopt_version: env!("CARGO_PKG_VERSION").into(),
+                created: directory::today_utc(),
+                spec: spec.clone(),
+                model: ModelRecord {
+                    path: resolved.path.display().to_string(),
+                    sha256: resolved.sha256.clone(),
+                    name: resolved.display_name.clone(),
+                    n_embd,
+                },
+                rows,
+                persona_text: (spec.prompt.init == InitKind::Persona)
+                    .then(|| init::persona_text(&task.country)),
+                optimizer: config,
+                layout: layout.clone(),
+                example_prompt: train_plan.example.clone(),
+                train_items: train.iter().map(|&i| task.survey.items[i].id.clone()).collect(),
+                holdout_items: held.iter().map(|&i| task.survey.items[i].id.clone()).collect(),
+                repair_norm_range: [norm_range.0, norm_range.1],
+                embedding_std: stats.std,
+                baseline_loss: baseline.fitness,
+                baseline_holdout_loss: baseline_holdout.as_ref().map(|e| e.fitness),
+            };
+            cfg.save(&dir)?;
+            let ckpt = Checkpoint {
+                format: directory::CHECKPOINT_FORMAT.into(),
+                optimizer: serde_json::Value::Null,
+                history: Vec::new(),
+                last_improvement: 0,
+                best_generation: 0,
+                elapsed_s: 0.0,
+            };
+            (dir, cfg, ckpt, None)
+        }
+    };
+
+    observer.started(&run_config, resumed_at);
+    let files = LoopFiles {
+        dir: &dir,
+        dimensions: run_config.has_dimensions(),
+        prompt_meta: HashMap::from([
+            ("model_sha256".to_string(), resolved.sha256.clone()),
+            ("country".into(), task.country.iso3.clone()),
+            ("survey".into(), spec.survey_name().into()),
+            ("seed".into(), spec.seed.to_string()),
+            ("layout".into(), serde_json::to_string(&layout).unwrap_or_default()),
+        ]),
+    };
+    let stop = driver::drive(&mut method, &mut ckpt, &files, spec.stop.rule(), observer)?;
+    drop(method);
+    Ok(RunOutcome { dir, stop, config: run_config, checkpoint: ckpt, task, baseline, baseline_holdout })
+}

@@ -1,0 +1,399 @@
+//! The run specification: everything that defines a run, typed and serialisable.
+//!
+//! It is what config.json stores under `spec` and what a resume reads back, so a run
+//! directory alone says how to continue it. Only [`StopSpec`] may change on resume. The
+//! defaults here are the command line's defaults (`deopt run --help` shows them).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use crate::data::load;
+use crate::data::survey::SurveyKind;
+use crate::data::targets::WvsChoice;
+use crate::engine::EngineConfig;
+use crate::llama::{Model, ModelParams};
+use crate::optim::{Config, StopRule, Strategy};
+use crate::prompt::init::InitKind;
+use crate::prompt::render::{ItemStyle, Layout, SoftPosition, TemplateKind};
+use crate::provision::model_store::{resolve_model, Precision, ResolvedModel};
+use crate::score::fitness::{AnswerMode, CasMetric, Target, Task};
+use crate::score::metrics::{Constants, LossKind};
+
+/// A value of the spec that is out of range: which field, the value, what was expected. The
+/// CLI turns the field into its flag (`tokens` -> `--tokens`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field} {value}: {expected}")]
+pub struct SpecError {
+    /// Field name, as the flag without dashes and with `_` (e.g. `time_limit`).
+    pub field: &'static str,
+    /// The value as given.
+    pub value: String,
+    /// What was expected.
+    pub expected: String,
+}
+
+impl SpecError {
+    fn new(field: &'static str, value: impl ToString, expected: &str) -> SpecError {
+        SpecError { field, value: value.to_string(), expected: expected.to_string() }
+    }
+
+    /// The command-line flag of the field.
+    pub fn flag(&self) -> String {
+        format!("--{}", self.field.replace('_', "-"))
+    }
+}
+
+/// What is scored: survey, country, metric.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// Country (ISO3 once a run has started; any name `deopt countries` knows before).
+    pub country: String,
+    /// Survey the model answers.
+    pub survey: SurveyKind,
+    /// Instrument file instead of the built-in one.
+    pub survey_file: Option<PathBuf>,
+    /// VSM13 index constants.
+    pub constants: Constants,
+    /// VSM13 loss.
+    pub loss: LossKind,
+    /// WVS fitness metric.
+    pub metric: CasMetric,
+    /// WVS reference data.
+    pub wvs_source: WvsChoice,
+    /// How distributions become answers.
+    pub answers: AnswerMode,
+}
+
+impl TaskSpec {
+    /// The defaults for `country`.
+    pub fn new(country: &str) -> TaskSpec {
+        TaskSpec {
+            country: country.to_string(),
+            survey: SurveyKind::Vsm13,
+            survey_file: None,
+            constants: Constants::default(),
+            loss: LossKind::default(),
+            metric: CasMetric::default(),
+            wvs_source: WvsChoice::default(),
+            answers: AnswerMode::default(),
+        }
+    }
+
+    /// Load survey, country and targets.
+    ///
+    /// # Errors
+    /// A bad survey file, an unknown country, a country without the survey's targets.
+    pub fn load(&self) -> Result<Task> {
+        let survey = load::load_survey(self.survey, self.survey_file.as_deref())?;
+        let country = load::resolve_country(&self.country)?;
+        let target = match self.survey {
+            SurveyKind::Vsm13 => Target::Hofstede {
+                row: load::hofstede_target(&country)?,
+                constants: self.constants,
+                loss: self.loss,
+            },
+            SurveyKind::Wvs => {
+                Target::Wvs { reference: load::wvs_target(&country, self.wvs_source)?, metric: self.metric }
+            }
+        };
+        Ok(Task { survey, country, target, mode: self.answers })
+    }
+}
+
+/// Which model and how llama.cpp runs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// GGUF file; `None`: the default model.
+    pub path: Option<PathBuf>,
+    /// Weights of the default model.
+    pub precision: Precision,
+    /// CPU threads (`None`: all cores).
+    pub threads: Option<usize>,
+    /// Most tokens per decode call.
+    pub batch: usize,
+    /// Most KV cells (0: the model's training context).
+    pub ctx: usize,
+    /// Layers offloaded to a GPU.
+    pub gpu_layers: i32,
+}
+
+impl Default for ModelSpec {
+    fn default() -> Self {
+        ModelSpec { path: None, precision: Precision::F16, threads: None, batch: 512, ctx: 0, gpu_layers: 0 }
+    }
+}
+
+impl ModelSpec {
+    /// Resolve (fetching the default model if needed) and load the model.
+    ///
+    /// # Errors
+    /// A missing or unreadable model file, a failed fetch.
+    pub fn load(&self) -> Result<(ResolvedModel, Model)> {
+        let resolved = resolve_model(self.path.as_deref(), self.precision)?;
+        let model = Model::load(&resolved.path, &ModelParams { n_gpu_layers: self.gpu_layers })?;
+        Ok((resolved, model))
+    }
+
+    /// Engine settings.
+    pub fn engine_config(&self) -> EngineConfig {
+        let mut c = EngineConfig {
+            batch: self.batch,
+            max_ctx: (self.ctx > 0).then_some(self.ctx),
+            ..EngineConfig::default()
+        };
+        if let Some(t) = self.threads {
+            c.threads = t.max(1);
+        }
+        c
+    }
+}
+
+/// Where the soft prompt goes and how items are worded.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayoutSpec {
+    /// Chat template or plain text.
+    pub template: TemplateKind,
+    /// Position of the soft prompt.
+    pub soft_position: SoftPosition,
+    /// Item wording.
+    pub item_style: ItemStyle,
+}
+
+impl LayoutSpec {
+    /// The layout for a soft prompt (no system message).
+    pub fn layout(&self) -> Layout {
+        Layout {
+            template: self.template,
+            soft_position: self.soft_position,
+            with_soft: true,
+            style: self.item_style,
+            system: None,
+            examples: None,
+        }
+    }
+}
+
+/// The soft prompt being optimised.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptSpec {
+    /// Rows T (`init = persona` takes its rows from the text instead).
+    pub tokens: usize,
+    /// How the initial prompts are drawn.
+    pub init: InitKind,
+}
+
+impl Default for PromptSpec {
+    fn default() -> Self {
+        PromptSpec { tokens: 10, init: InitKind::Vocab }
+    }
+}
+
+/// Differential evolution (or its adaptive variants, or random search) over soft prompts.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeSpec {
+    /// Strategy.
+    pub strategy: Strategy,
+    /// Population size.
+    pub pop: usize,
+    /// Mutation factor F.
+    pub mutation: f64,
+    /// Recombination rate CR.
+    pub recombination: f64,
+    /// Search a random subspace of this dimension (black-box tuning) instead of prompt space.
+    pub subspace: Option<usize>,
+}
+
+impl Default for DeSpec {
+    fn default() -> Self {
+        DeSpec { strategy: Strategy::Rand1Bin, pop: 32, mutation: 0.5, recombination: 0.9, subspace: None }
+    }
+}
+
+/// The method that improves the prompt. A step of a method is one history row (a DE
+/// generation; for a gradient method it would be an optimizer step).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum MethodSpec {
+    /// Differential evolution.
+    De(DeSpec),
+}
+
+/// When to stop; the only part of a spec that may change on resume.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopSpec {
+    /// Stop after this many steps (generation 0 is the initial population).
+    pub gens: u64,
+    /// Stop before an evaluation budget would be exceeded.
+    pub max_evals: Option<u64>,
+    /// Stop once the best fitness is at or below this.
+    pub target_fitness: Option<f64>,
+    /// Stop after this many steps without improvement.
+    pub stagnation: Option<u64>,
+    /// Stop after this many seconds of one session.
+    pub time_limit: Option<f64>,
+}
+
+impl Default for StopSpec {
+    fn default() -> Self {
+        StopSpec { gens: 200, max_evals: None, target_fitness: None, stagnation: None, time_limit: None }
+    }
+}
+
+impl StopSpec {
+    /// Check the values.
+    ///
+    /// # Errors
+    /// A [`SpecError`] naming the field.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if let Some(t) = self.time_limit {
+            if !(t.is_finite() && t > 0.0) {
+                return Err(SpecError::new("time_limit", t, "expected a positive number of seconds"));
+            }
+        }
+        if let Some(x) = self.target_fitness {
+            if x.is_nan() {
+                return Err(SpecError::new("target_fitness", x, "expected a number"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The stop rule; its wall clock starts now.
+    pub fn rule(&self) -> StopRule {
+        let mut r = StopRule::new().max_generations(self.gens);
+        r.max_evaluations = self.max_evals;
+        r.target_fitness = self.target_fitness;
+        r.stagnation_generations = self.stagnation;
+        r.wall_clock = self.time_limit.map(std::time::Duration::from_secs_f64);
+        r
+    }
+}
+
+/// Everything that defines a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpec {
+    /// The method and its settings.
+    pub method: MethodSpec,
+    /// Survey, country, metric.
+    pub task: TaskSpec,
+    /// Model and engine.
+    pub model: ModelSpec,
+    /// Prompt layout.
+    pub layout: LayoutSpec,
+    /// The soft prompt.
+    pub prompt: PromptSpec,
+    /// Share of the survey kept out of the fitness, in [0, 1).
+    pub holdout: f64,
+    /// Seed of every random draw.
+    pub seed: u64,
+    /// Stop conditions.
+    pub stop: StopSpec,
+}
+
+impl RunSpec {
+    /// A DE run for `country` with every other setting at its default.
+    pub fn new(country: &str) -> RunSpec {
+        RunSpec {
+            method: MethodSpec::De(DeSpec::default()),
+            task: TaskSpec::new(country),
+            model: ModelSpec::default(),
+            layout: LayoutSpec::default(),
+            prompt: PromptSpec::default(),
+            holdout: 0.0,
+            seed: 0,
+            stop: StopSpec::default(),
+        }
+    }
+
+    /// The DE settings.
+    pub fn de(&self) -> &DeSpec {
+        match &self.method {
+            MethodSpec::De(d) => d,
+        }
+    }
+
+    /// Cheap checks of every value, before any model is loaded; returns the optimizer
+    /// settings.
+    ///
+    /// # Errors
+    /// A [`SpecError`] naming the field, or the optimizer's own one-line error.
+    pub fn validate(&self) -> Result<Config> {
+        let de = self.de();
+        let mut config =
+            Config { mutation: de.mutation, recombination: de.recombination, ..Config::new(de.strategy) };
+        if de.strategy == Strategy::Lshade {
+            config.max_evaluations =
+                Some(self.stop.max_evals.unwrap_or(de.pop as u64 * (self.stop.gens + 1)));
+        }
+        config.validate(de.pop, de.subspace.unwrap_or(1).max(1))?;
+        if !(0.0..1.0).contains(&self.holdout) {
+            return Err(SpecError::new("holdout", self.holdout, "expected a fraction in [0, 1)").into());
+        }
+        if self.task.answers == AnswerMode::Generate {
+            return Err(SpecError::new(
+                "answers",
+                "generate",
+                "optimisation scores answer distributions; use expected or argmax (generate is for deopt eval)",
+            )
+            .into());
+        }
+        if self.prompt.tokens == 0 && self.prompt.init.uses_rows() {
+            return Err(SpecError::new("tokens", 0, "a soft prompt needs at least one row").into());
+        }
+        if de.subspace == Some(0) {
+            return Err(SpecError::new("subspace", 0, "the subspace needs at least one dimension").into());
+        }
+        self.stop.validate()?;
+        Ok(config)
+    }
+
+    /// The survey's short name (`vsm13`, `wvs`).
+    pub fn survey_name(&self) -> &'static str {
+        match self.task.survey {
+            SurveyKind::Vsm13 => "vsm13",
+            SurveyKind::Wvs => "wvs",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_round_trips_through_json_and_rejects_unknown_fields() {
+        let mut s = RunSpec::new("SAU");
+        s.stop.max_evals = Some(100);
+        s.task.wvs_source = WvsChoice::Culturespa;
+        let text = serde_json::to_string(&s).unwrap();
+        assert!(text.contains("\"kind\":\"de\""), "{text}");
+        assert!(text.contains("\"wvs_source\":\"culturespa\""), "{text}");
+        let back: RunSpec = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, s);
+        let bad = text.replace("\"holdout\"", "\"hold_out\"");
+        assert!(serde_json::from_str::<RunSpec>(&bad).is_err());
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut s = RunSpec::new("SAU");
+        s.holdout = 1.0;
+        let e = s.validate().unwrap_err();
+        let se = e.downcast_ref::<SpecError>().unwrap();
+        assert_eq!(se.flag(), "--holdout");
+        assert_eq!(e.to_string(), "holdout 1: expected a fraction in [0, 1)");
+        let mut s = RunSpec::new("SAU");
+        s.stop.time_limit = Some(-1.0);
+        assert_eq!(s.validate().unwrap_err().downcast_ref::<SpecError>().unwrap().flag(), "--time-limit");
+        assert!(RunSpec::new("SAU").validate().is_ok());
+    }
+}

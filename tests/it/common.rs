@@ -1,0 +1,91 @@
+//! Helpers shared by every integration test: the binary, scratch directories, the default
+//! model loaded once, and the one rule for "a clear one-line error".
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use deopt::llama::{Model, ModelParams};
+use deopt::provision::model_store::{resolve_model, Precision};
+
+/// The `deopt` binary as a command.
+pub fn deopt_cmd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_deopt"))
+}
+
+/// Run `deopt` with `args` and collect its output.
+pub fn deopt(args: &[&str]) -> Output {
+    deopt_cmd().args(args).output().expect("running deopt")
+}
+
+/// Run `deopt`, expect success, parse stdout as JSON.
+pub fn deopt_json(args: &[&str]) -> serde_json::Value {
+    let out = deopt(args);
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: stdout is not JSON ({e})"))
+}
+
+/// A fresh, empty scratch directory unique to this process and `tag`.
+pub fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("deopt-it-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The rule for bad input: a non-zero exit, no panic, and exactly one error line on stderr
+/// (`deopt: ...`, or clap's `error: ...` for flags it rejects itself). Other stderr lines are
+/// allowed only before it (llama.cpp's own log line for a broken model file). Returns the line.
+pub fn one_line_error(out: &Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "expected failure, got success; stderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let ours: Vec<&str> =
+        err.lines().filter(|l| l.starts_with("deopt:") || l.starts_with("error:")).collect();
+    assert_eq!(ours.len(), 1, "expected one error line on stderr, got: {err}");
+    assert_eq!(err.trim_end().lines().last(), Some(ours[0]), "the error line must be the last: {err}");
+    ours[0].to_string()
+}
+
+/// Run `deopt` expecting bad input ([`one_line_error`]); returns the error line.
+pub fn fails(args: &[&str]) -> String {
+    one_line_error(&deopt(args))
+}
+
+/// Run `deopt` expecting bad input whose line mentions `needle`.
+pub fn fails_with(args: &[&str], needle: &str) -> String {
+    let line = fails(args);
+    assert!(line.contains(needle), "{args:?}: the error should mention '{needle}': {line}");
+    line
+}
+
+/// The default model, loaded once per precision for the whole test binary.
+pub fn model_at(precision: Precision) -> &'static Model {
+    static F16: OnceLock<Model> = OnceLock::new();
+    static ORIGINAL: OnceLock<Model> = OnceLock::new();
+    let cell = match precision {
+        Precision::F16 => &F16,
+        Precision::Original => &ORIGINAL,
+    };
+    cell.get_or_init(|| {
+        let resolved = resolve_model(None, precision).expect("default model");
+        Model::load(&resolved.path, &ModelParams::default()).expect("load default model")
+    })
+}
+
+/// The default model at F16, what deopt scores with by default.
+pub fn model() -> &'static Model {
+    model_at(Precision::F16)
+}
+
+/// Tests that use both cores for llama.cpp take turns.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// [`one_line_error`] of `out`, mentioning `needle`.
+pub fn assert_one_line_error(out: &Output, needle: &str) {
+    let line = one_line_error(out);
+    assert!(line.contains(needle), "the error should mention '{needle}': {line}");
+}

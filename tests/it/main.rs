@@ -1,0 +1,17 @@
+//! deopt's integration tests, one binary: the library and the `deopt` binary against the
+//! real default model (Gemma 3 270M, fetched on first use). Shared helpers are in
+//! [`common`].
+
+mod common;
+
+mod engine;
+mod eval;
+mod export;
+mod generate;
+mod llama;
+mod model;
+mod optim;
+mod report;
+mod run;
+mod score;
+mod sweep;

@@ -1,0 +1,119 @@
+//! `deopt run` end to end with the real default model (Gemma 3 270M, F16): a run killed with
+//! SIGKILL and resumed from its directory alone ends exactly like an uninterrupted one; a
+//! finished run is extended; settings cannot change on resume; bad input is one line.
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{assert_one_line_error, deopt, deopt_cmd, fails_with, tmpdir};
+
+/// The run of the resume test (the command).
+const RUN: [&str; 11] =
+    ["run", "--country", "USA", "--pop", "8", "--gens", "4", "--tokens", "2", "--seed", "5"];
+
+fn ok(o: Output) -> Output {
+    assert!(o.status.success(), "deopt failed: {}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+fn history(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("history.csv")).expect("history.csv")
+}
+
+/// Data rows of history.csv so far (0 while it does not exist yet).
+fn generations_done(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("history.csv")).map_or(0, |h| h.lines().count().saturating_sub(1))
+}
+
+#[test]
+fn sigkilled_run_resumes_from_its_directory_alone_identically() {
+    let base = tmpdir("run-kill");
+    let (straight, killed) = (base.join("straight"), base.join("killed"));
+    let with_out = |d: &Path| {
+        let mut a = RUN.to_vec();
+        a.extend(["--no-report", "--out", d.to_str().unwrap()]);
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+
+    // Killed with SIGKILL once generation 2 is in the history (no chance to clean up).
+    let mut child = deopt_cmd()
+        .args(with_out(&killed))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn deopt run");
+    let t0 = Instant::now();
+    while generations_done(&killed) < 3 {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        assert!(t0.elapsed() < Duration::from_secs(600), "no generation 2 after 10 minutes");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+    let at_kill = generations_done(&killed);
+    assert!((3..5).contains(&at_kill), "killed after {at_kill} rows");
+
+    // Resumed with nothing but the directory.
+    let o = ok(deopt(&["run", "--resume", killed.to_str().unwrap(), "--no-report"]));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("resuming at generation"));
+    ok(deopt(&with_out(&straight).iter().map(String::as_str).collect::<Vec<_>>()));
+    let h = history(&straight);
+    assert_eq!(h.lines().count(), 6, "header + generations 0..=4:\n{h}");
+    assert_eq!(history(&killed), h, "the resumed run's history.csv must equal the uninterrupted one's");
+    for f in ["config.json", "checkpoint.json", "best_prompt.safetensors", "timing.csv"] {
+        assert!(killed.join(f).is_file(), "{} lacks {f}", killed.display());
+    }
+
+    // A finished run is extended by a new stop condition, and the new one is recorded.
+    let o = ok(deopt(&["run", "--resume", killed.to_str().unwrap(), "--gens", "6", "--no-report"]));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("6 generations"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let longer = history(&killed);
+    assert_eq!(longer.lines().count(), 8);
+    assert!(longer.starts_with(&h));
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(killed.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["spec"]["stop"]["gens"], 6);
+
+    // Nothing but stop conditions may come with --resume.
+    let k = killed.to_str().unwrap();
+    let line = fails_with(&["run", "--resume", k, "--pop", "16"], "--pop");
+    assert!(line.contains("pop 8") && line.contains("--gens"), "{line}");
+    fails_with(&["run", "--resume", k, "--country", "USA"], "--country");
+    assert_eq!(history(&killed), longer, "a refused resume must not touch the run");
+
+    // A run made with another model: edit its sha256.
+    let cfg_path = killed.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["model"]["sha256"] = serde_json::Value::String("0".repeat(64));
+    std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    fails_with(&["run", "--resume", k, "--gens", "7"], "sha256");
+
+    let _ = std::fs::remove_dir_all(base);
+}
+
+#[test]
+fn bad_input_is_one_line() {
+    let base = ["run", "--country", "SAU", "--gens", "1"];
+    let with = |extra: &[&str]| {
+        let mut a = base.to_vec();
+        a.extend_from_slice(extra);
+        deopt(&a)
+    };
+    assert_one_line_error(&with(&["--strategy", "rand3bin"]), "unknown strategy 'rand3bin'");
+    assert_one_line_error(&with(&["--pop", "3"]), "population of 3 is too small for rand1bin");
+    assert_one_line_error(&with(&["--mutation", "-0.5"]), "F = -0.5");
+    assert_one_line_error(&with(&["--recombination", "1.5"]), "CR = 1.5");
+    assert_one_line_error(&with(&["--holdout", "1"]), "--holdout 1");
+    assert_one_line_error(&with(&["--tokens", "0"]), "--tokens 0");
+    assert_one_line_error(&with(&["--time-limit", "0"]), "--time-limit 0");
+    fails_with(&["run", "--gens", "1"], "--country is required");
+    let not_run = tmpdir("notrun");
+    fails_with(&["run", "--resume", not_run.to_str().unwrap()], "not a deopt run directory");
+    let _ = std::fs::remove_dir_all(not_run);
+}
