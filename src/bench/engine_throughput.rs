@@ -9,11 +9,12 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::data::survey::Survey;
-use crate::engine::{Engine, EngineConfig, ItemScore, Plan};
+use crate::engine::{Engine, EngineConfig, Plan};
 use crate::llama::{Context, ContextParams, EmbdBatch, Model, Token, TokenBatch};
 use crate::prompt::init::{self, InitKind};
 use crate::prompt::render::Layout;
 use crate::prompt::softprompt::SoftPrompt;
+use crate::score::item_score::ItemScore;
 
 /// Benchmark figures (written as JSON by `deopt bench engine`).
 #[derive(Debug, Clone, Serialize)]

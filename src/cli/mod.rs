@@ -13,7 +13,7 @@ pub mod countries;
 pub mod eval;
 pub mod export;
 pub mod generate;
-pub mod model;
+pub mod model_cmd;
 pub mod report;
 pub mod run;
 pub mod score;
@@ -47,7 +47,7 @@ pub enum Command {
     /// Generate an open-ended answer with a soft prompt (--compare: also without)
     Generate(generate::GenerateArgs),
     /// Download, verify and inspect the model (default: Gemma 3 270M)
-    Model(model::ModelCmdArgs),
+    Model(model_cmd::ModelCmdArgs),
     /// Benchmarks
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -108,7 +108,7 @@ pub fn run(cli: Cli, given: &[String]) -> anyhow::Result<()> {
         Command::Sweep(args) => sweep::run(args),
         Command::Export(args) => export::run(args),
         Command::Generate(args) => generate::run(args),
-        Command::Model(args) => model::run(args),
+        Command::Model(args) => model_cmd::run(args),
         Command::Bench(BenchCommand::Optimizer(args)) => bench::optimizer(args),
         Command::Bench(BenchCommand::Engine(args)) => bench::engine(args),
     }

@@ -27,6 +27,7 @@ use crate::data::survey::Item;
 use crate::llama::{Context, ContextParams, EmbdBatch, Model, Pos, SeqId, Token, TokenBatch};
 use crate::prompt::render::{self, Layout};
 use crate::prompt::softprompt::SoftPrompt;
+use crate::score::item_score::ItemScore;
 
 /// Engine settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -122,34 +123,6 @@ impl Plan {
             example: plan.example.clone(),
             chat: plan.chat,
         }
-    }
-}
-
-/// The model's answer distribution on one item.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ItemScore {
-    /// Probability of each option (in option order), normalised over the options.
-    pub probs: Vec<f64>,
-    /// Probability mass the model put on the option labels before normalising (low = the
-    /// model would rather say something else).
-    pub label_mass: f64,
-}
-
-impl ItemScore {
-    /// Probability-weighted answer code.
-    pub fn expected(&self, first_code: i32) -> f64 {
-        self.probs.iter().enumerate().map(|(k, p)| p * f64::from(first_code + k as i32)).sum()
-    }
-
-    /// Most probable answer code (the first on ties).
-    pub fn argmax(&self, first_code: i32) -> i32 {
-        let mut best = 0;
-        for (k, p) in self.probs.iter().enumerate() {
-            if *p > self.probs[best] {
-                best = k;
-            }
-        }
-        first_code + best as i32
     }
 }
 

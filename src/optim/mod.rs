@@ -24,7 +24,7 @@
 mod adapt;
 mod config;
 mod exact;
-mod generation;
+mod generation_report;
 mod objective;
 mod optimizer;
 pub mod population;
@@ -34,7 +34,7 @@ mod subspace;
 pub mod testfn;
 
 pub use config::{Bounds, Config, ConfigError, Strategy};
-pub use generation::{GenerationReport, MeanSd};
+pub use generation_report::{GenerationReport, MeanSd};
 pub use objective::{BatchObjective, Counting, FnObjective};
 pub use optimizer::{MinimizeOutcome, Optimizer, Parameters, StepError};
 pub use stop::{StopReason, StopRule};

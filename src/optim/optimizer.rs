@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::adapt;
 use super::config::{Bounds, Config, ConfigError, Strategy};
 use super::exact;
-use super::generation::{GenerationReport, MeanSd};
+use super::generation_report::{GenerationReport, MeanSd};
 use super::objective::BatchObjective;
 use super::stop::{StopReason, StopRule};
 

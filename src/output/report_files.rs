@@ -458,8 +458,13 @@ fn settings_rows(v: &Value) -> Vec<(String, String)> {
     out
 }
 
+/// A table cell of an optional number: `-` when missing, else `decimals` places.
+pub fn fixed_or_dash(v: Option<f64>, decimals: usize) -> String {
+    v.map_or_else(|| "-".into(), |x| format!("{x:.decimals$}"))
+}
+
 fn f4(v: Option<f64>) -> String {
-    v.map_or_else(|| "-".into(), |x| format!("{x:.4}"))
+    fixed_or_dash(v, 4)
 }
 
 fn f2(v: Option<f64>) -> String {

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::data::dimension::Dimension;
+use crate::output::report_files::fixed_or_dash;
 use crate::run::directory;
 use crate::run::launch::RunOutcome;
 use crate::score::fitness::Target;
@@ -83,5 +84,5 @@ fn write_summary(out: &mut String, o: &RunOutcome) -> std::fmt::Result {
 }
 
 fn fmt_opt(v: Option<f64>) -> String {
-    v.map_or_else(|| "-".into(), |x| format!("{x:.2}"))
+    fixed_or_dash(v, 2)
 }

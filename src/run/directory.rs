@@ -190,7 +190,9 @@ pub struct HistoryRow {
     pub tokens: u64,
 }
 
-fn opt(v: Option<f64>) -> String {
+/// A CSV cell of an optional number: empty when missing, else Rust's shortest round-trip form
+/// (history.csv, sweep.csv and summary.csv alike).
+pub fn csv_cell(v: Option<f64>) -> String {
     v.map_or_else(String::new, |x| x.to_string())
 }
 
@@ -218,19 +220,19 @@ fn row_line(r: &HistoryRow, vsm: bool) -> String {
     );
     if vsm {
         for i in 0..6 {
-            let _ = write!(s, "{},", opt(r.dimensions.get(i).copied().flatten()));
+            let _ = write!(s, "{},", csv_cell(r.dimensions.get(i).copied().flatten()));
         }
     } else {
-        let _ = write!(s, "{},", opt(r.cas));
+        let _ = write!(s, "{},", csv_cell(r.cas));
     }
     let _ = write!(
         s,
         "{},{},{},{},{},{},{},{}",
-        opt(r.holdout),
-        opt(r.f.map(|m| m.0)),
-        opt(r.f.map(|m| m.1)),
-        opt(r.cr.map(|m| m.0)),
-        opt(r.cr.map(|m| m.1)),
+        csv_cell(r.holdout),
+        csv_cell(r.f.map(|m| m.0)),
+        csv_cell(r.f.map(|m| m.1)),
+        csv_cell(r.cr.map(|m| m.0)),
+        csv_cell(r.cr.map(|m| m.1)),
         r.diversity,
         r.successes,
         r.tokens

@@ -20,7 +20,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::optim::stats::{self, mann_whitney_u, median, Alternative};
-use crate::run::directory::{self, Checkpoint};
+use crate::run::directory::{self, csv_cell, Checkpoint};
 use crate::run::driver::ProgressObserver;
 use crate::run::launch;
 use crate::run::seeds::splitmix64;
@@ -356,10 +356,6 @@ fn mean_sd(xs: &[f64]) -> (Option<f64>, Option<f64>) {
     (stats::mean(xs), stats::sd(xs, stats::Spread::Sample))
 }
 
-fn opt(v: Option<f64>) -> String {
-    v.map_or_else(String::new, |x| x.to_string())
-}
-
 /// sweep.csv text.
 pub fn sweep_csv(results: &[GridResult]) -> String {
     let mut s = String::from(
@@ -374,7 +370,7 @@ pub fn sweep_csv(results: &[GridResult]) -> String {
             r.spec.repeat,
             r.spec.seed,
             r.best,
-            opt(r.holdout),
+            csv_cell(r.holdout),
             r.best_generation,
             r.evaluations,
             r.wall_s
@@ -395,12 +391,12 @@ pub fn summary_csv(cells: &[CellSummary]) -> String {
             c.mutation,
             c.recombination,
             c.losses.len(),
-            opt(mean),
-            opt(sd),
-            opt(median(&c.losses)),
-            opt(min),
+            csv_cell(mean),
+            csv_cell(sd),
+            csv_cell(median(&c.losses)),
+            csv_cell(min),
             if c.best_cell { "yes" } else { "" },
-            opt(c.p_value)
+            csv_cell(c.p_value)
         );
     }
     s

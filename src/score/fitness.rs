@@ -10,7 +10,7 @@ use crate::data::country::Country;
 use crate::data::dimension::DimVec;
 use crate::data::survey::Survey;
 use crate::data::targets::{Distribution, HofstedeRow};
-use crate::engine::ItemScore;
+use crate::score::item_score::ItemScore;
 use crate::score::metrics::{self, CasReport, Constants, DimensionLoss, LossKind, ModelAnswer};
 
 /// How an item's answer distribution becomes one answer value.

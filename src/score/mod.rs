@@ -3,4 +3,5 @@
 //! so any backend that produces option probabilities is scored the same way.
 
 pub mod fitness;
+pub mod item_score;
 pub mod metrics;

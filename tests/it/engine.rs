@@ -4,10 +4,11 @@
 use crate::common::{model, serial};
 
 use deopt::data::survey::{Survey, SurveyKind};
-use deopt::engine::{Engine, EngineConfig, ItemScore, Plan};
+use deopt::engine::{Engine, EngineConfig, Plan};
 use deopt::llama::Model;
 use deopt::prompt::render::Layout;
 use deopt::prompt::softprompt::SoftPrompt;
+use deopt::score::item_score::ItemScore;
 
 fn vsm() -> Survey {
     Survey::builtin(SurveyKind::Vsm13).unwrap()

@@ -1,6 +1,6 @@
 //! `deopt eval` on the real default model: baselines, prompt files, and bad input.
 
-use crate::common::{deopt, deopt_json, fails, tmpdir};
+use crate::common::{deopt, deopt_json, fails, serial, tmpdir};
 
 fn dims(v: &serde_json::Value) -> Vec<f64> {
     v["dimensions"].as_array().unwrap().iter().map(|d| d["model"].as_f64().unwrap()).collect()
@@ -8,6 +8,7 @@ fn dims(v: &serde_json::Value) -> Vec<f64> {
 
 #[test]
 fn baselines_none_and_p1_give_different_dimensions() {
+    let _serial = serial(); // uses both cores
     let none = deopt_json(&["eval", "--country", "SAU", "--survey", "vsm13", "--baseline", "none", "--json"]);
     let p1 = deopt_json(&["eval", "--country", "SAU", "--survey", "vsm13", "--baseline", "p1", "--json"]);
     let (a, b) = (dims(&none), dims(&p1));
@@ -22,6 +23,7 @@ fn baselines_none_and_p1_give_different_dimensions() {
 
 #[test]
 fn prompt_file_round_trips_and_per_item_probabilities_sum_to_one() {
+    let _serial = serial(); // uses both cores
     let dir = tmpdir("prompt");
     // A random soft prompt, saved and read back, answers as the random-soft baseline does.
     let rs = deopt_json(&[
@@ -56,6 +58,7 @@ fn prompt_file_round_trips_and_per_item_probabilities_sum_to_one() {
 
 #[test]
 fn bad_model_and_prompt_files_give_one_clear_line() {
+    let _serial = serial(); // uses both cores
     let dir = tmpdir("bad");
     let err = fails(&["eval", "--country", "SAU", "--model", "/nonexistent/model.gguf"]);
     assert!(err.contains("/nonexistent/model.gguf"), "{err}");
@@ -99,6 +102,7 @@ fn bad_model_and_prompt_files_give_one_clear_line() {
 
 #[test]
 fn generate_mode_parses_greedy_answers_consistent_with_the_distribution() {
+    let _serial = serial(); // uses both cores
     let v = deopt_json(&["eval", "--country", "SAU", "--answers", "generate", "--per-item", "--json"]);
     let items = v["items"].as_array().unwrap();
     assert_eq!(items.len(), 24);

@@ -1,7 +1,7 @@
 //! `deopt export` on the real default model: every format reads back through `deopt eval
 //! --prompt` with bit-equal fitness, the PEFT directory's layout, and bad input.
 
-use crate::common::{deopt, fails, model, tmpdir};
+use crate::common::{deopt, fails, model, serial, tmpdir};
 
 use std::path::Path;
 
@@ -34,6 +34,7 @@ fn eval_fitness(prompt: &Path) -> String {
 
 #[test]
 fn every_format_round_trips_with_identical_fitness() {
+    let _serial = serial(); // uses both cores
     let dir = tmpdir("roundtrip");
     let run = dir.join("run");
     std::fs::create_dir_all(&run).unwrap();
@@ -58,6 +59,7 @@ fn every_format_round_trips_with_identical_fitness() {
 
 #[test]
 fn peft_directory_has_exactly_the_adapter_files() {
+    let _serial = serial(); // uses both cores
     let dir = tmpdir("peft");
     let run = dir.join("run");
     std::fs::create_dir_all(&run).unwrap();
@@ -95,6 +97,7 @@ fn peft_directory_has_exactly_the_adapter_files() {
 
 #[test]
 fn bad_input_gives_one_line() {
+    let _serial = serial(); // uses both cores
     let dir = tmpdir("bad");
     let err = fails(&["export", dir.to_str().unwrap(), "--format", "npy", "--out", "/tmp/x"]);
     assert!(err.contains("not a deopt run") && err.contains("config.json"), "{err}");
@@ -113,5 +116,5 @@ fn bad_input_gives_one_line() {
     std::fs::write(&blocker, "x").unwrap();
     let out = blocker.join("sub");
     let err = fails(&["export", run.to_str().unwrap(), "--format", "peft", "--out", out.to_str().unwrap()]);
-    assert!(err.contains("cannot create --out"), "{err}");
+    assert!(err.contains("cannot create the output directory"), "{err}");
 }

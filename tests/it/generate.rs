@@ -1,6 +1,6 @@
 //! `deopt generate` and [`deopt::engine::generation`] on the real default model.
 
-use crate::common::{deopt, fails_with, model, tmpdir};
+use crate::common::{deopt, fails_with, model, serial, tmpdir};
 
 use deopt::engine::generation::{generate, GenerateConfig};
 use deopt::prompt::softprompt::SoftPrompt;
@@ -15,6 +15,7 @@ const Q: &str = "What is the most important quality in a friend?";
 
 #[test]
 fn greedy_is_deterministic_and_zero_rows_equal_no_prompt() {
+    let _serial = serial(); // uses both cores
     let m = model();
     let cfg = GenerateConfig { max_tokens: 6, ..GenerateConfig::default() };
     let p = prompt(m, 3);
@@ -34,6 +35,7 @@ fn greedy_is_deterministic_and_zero_rows_equal_no_prompt() {
 
 #[test]
 fn compare_prints_both_answers() {
+    let _serial = serial(); // uses both cores
     let m = model();
     let dir = tmpdir("generate-compare");
     let p = prompt(m, 3);
@@ -57,6 +59,7 @@ fn compare_prints_both_answers() {
 
 #[test]
 fn bad_prompt_file_gives_one_line() {
+    let _serial = serial(); // uses both cores
     let dir = tmpdir("generate-bad");
     let junk = dir.join("junk.npy");
     std::fs::write(&junk, b"not a prompt").unwrap();

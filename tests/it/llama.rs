@@ -1,6 +1,6 @@
 //! Tests of the llama.cpp layer against the real default model (fetched on first use).
 
-use crate::common::{model_at, tmpdir};
+use crate::common::{model_at, serial, tmpdir};
 
 use std::path::Path;
 use std::time::Instant;
@@ -48,6 +48,7 @@ fn token_vs_embedding_logits(model: &Model) -> (Vec<f32>, Vec<f32>) {
 
 #[test]
 fn scaled_embedding_rows_reproduce_token_logits_f16() {
+    let _serial = serial(); // uses both cores
     let model = model_at(Precision::F16);
     let (a, b) = token_vs_embedding_logits(model);
     let d = max_abs_diff(&a, &b);
@@ -62,6 +63,7 @@ fn scaled_embedding_rows_reproduce_token_logits_f16() {
 
 #[test]
 fn scaled_embedding_rows_reproduce_token_logits_q4() {
+    let _serial = serial(); // uses both cores
     let model = model_at(Precision::Original);
     let (a, b) = token_vs_embedding_logits(model);
     let d = max_abs_diff(&a, &b);
@@ -71,7 +73,8 @@ fn scaled_embedding_rows_reproduce_token_logits_q4() {
 
 #[test]
 fn unscaled_rows_do_not_reproduce_tokens() {
-    // Guards the scaling convention: llama.cpp does not scale embedding input for gemma3.
+    let _serial = serial(); // uses both cores
+                            // Guards the scaling convention: llama.cpp does not scale embedding input for gemma3.
     let model = model_at(Precision::F16);
     assert_eq!(model.architecture(), "gemma3");
     assert!((model.embedding_scale() - 640f32.sqrt()).abs() < 1e-6);
@@ -160,6 +163,7 @@ fn shared_prefix_vs_separate(model: &Model) -> Vec<f32> {
 
 #[test]
 fn shared_prefix_via_seq_cp_matches_separate_decoding() {
+    let _serial = serial(); // uses both cores
     let diffs = shared_prefix_vs_separate(model_at(Precision::F16));
     eprintln!("F16: shared prefix (3 sequences, one batch) vs separate: max |diff| = {diffs:?}");
     for d in diffs {
@@ -171,6 +175,7 @@ fn shared_prefix_via_seq_cp_matches_separate_decoding() {
 /// only sanity-checked).
 #[test]
 fn shared_prefix_layout_noise_on_q4() {
+    let _serial = serial(); // uses both cores
     let diffs = shared_prefix_vs_separate(model_at(Precision::Original));
     eprintln!("Q4_K_M: shared prefix (3 sequences, one batch) vs separate: max |diff| = {diffs:?}");
     assert!(diffs.iter().all(|d| d.is_finite() && *d < 5.0), "{diffs:?}");
@@ -178,6 +183,7 @@ fn shared_prefix_layout_noise_on_q4() {
 
 #[test]
 fn model_is_shared_across_threads_with_one_context_each() {
+    let _serial = serial(); // uses both cores
     fn send_sync<T: Send + Sync>() {}
     fn send<T: Send>() {}
     send_sync::<Model>();
@@ -203,6 +209,7 @@ fn model_is_shared_across_threads_with_one_context_each() {
 
 #[test]
 fn missing_file_is_a_clear_error() {
+    let _serial = serial(); // uses both cores
     let path = Path::new("/nonexistent/deopt/model.gguf");
     let err = Model::load(path, &ModelParams::default()).unwrap_err();
     assert!(matches!(err, LlamaError::FileMissing { .. }), "{err:?}");
@@ -212,6 +219,7 @@ fn missing_file_is_a_clear_error() {
 
 #[test]
 fn text_file_is_not_a_gguf() {
+    let _serial = serial(); // uses both cores
     let path = tmpdir("text").join("notes.txt");
     std::fs::write(&path, "hello, this is not a model\n").unwrap();
     let err = Model::load(&path, &ModelParams::default()).unwrap_err();
@@ -231,6 +239,7 @@ fn text_file_is_not_a_gguf() {
 
 #[test]
 fn truncated_gguf_is_a_clear_error() {
+    let _serial = serial(); // uses both cores
     let src = resolve_model(None, Precision::Original).unwrap().path;
     let dir = tmpdir("truncated");
     let bytes = std::fs::read(&src).unwrap();
@@ -251,6 +260,7 @@ fn truncated_gguf_is_a_clear_error() {
 
 #[test]
 fn decode_errors_are_typed() {
+    let _serial = serial(); // uses both cores
     let model = model_at(Precision::F16);
     let mut c = ctx(model, 256, 1);
     let mut tb = TokenBatch::new(600, 2).unwrap();
@@ -327,6 +337,7 @@ fn decode_errors_are_typed() {
 
 #[test]
 fn kv_memory_ops_validate_their_arguments() {
+    let _serial = serial(); // uses both cores
     let model = model_at(Precision::F16);
     let mut c = ctx(model, 512, 2);
     assert!(matches!(c.seq_cp(0, 2, -1, -1), Err(LlamaError::SeqIdOutOfRange { seq: 2, n_seq_max: 2 })));
@@ -353,6 +364,7 @@ fn kv_memory_ops_validate_their_arguments() {
 
 #[test]
 fn model_accessors_and_tokenizer() {
+    let _serial = serial(); // uses both cores
     let model = model_at(Precision::F16);
     assert_eq!(model.n_embd(), 640);
     assert_eq!(model.n_embd_inp(), 640);
@@ -403,6 +415,7 @@ fn model_accessors_and_tokenizer() {
 
 #[test]
 fn embedding_rows_and_statistics() {
+    let _serial = serial(); // uses both cores
     let model = model_at(Precision::F16);
     let table = model.token_embeddings();
     assert_eq!(table.n_embd(), 640);
@@ -458,6 +471,7 @@ fn model_q4_rows(tokens: &[Token]) -> Vec<f32> {
 
 #[test]
 fn f16_copy_keeps_metadata_and_converts_quantized_weights() {
+    let _serial = serial(); // uses both cores
     let f16 = GgufFile::open(&resolve_model(None, Precision::F16).unwrap().path).unwrap();
     let q4 = GgufFile::open(&resolve_model(None, Precision::Original).unwrap().path).unwrap();
     assert_eq!(f16.meta_keys(), q4.meta_keys());
@@ -483,6 +497,7 @@ fn f16_copy_keeps_metadata_and_converts_quantized_weights() {
 
 #[test]
 fn dequantize_writes_atomically_and_reproducibly() {
+    let _serial = serial(); // uses both cores
     let src = resolve_model(None, Precision::Original).unwrap().path;
     let dir = tmpdir("dequant");
     let dst = dir.join("copy.gguf");
@@ -504,6 +519,7 @@ fn dequantize_writes_atomically_and_reproducibly() {
 /// `cargo test --release --test llama decode_throughput -- --nocapture --test-threads 1`.
 #[test]
 fn decode_throughput_512_tokens() {
+    let _serial = serial(); // uses both cores
     for precision in [Precision::F16, Precision::Original] {
         let model = model_at(precision);
         let text = "The quick brown fox jumps over the lazy dog. ".repeat(60);

@@ -1,7 +1,7 @@
 //! `deopt report` with the real default model on a tiny run (population 4, T = 2 rows, one
 //! generation, one dimension held out), which `deopt run` reports on by itself.
 
-use crate::common::{deopt, fails_with, tmpdir};
+use crate::common::{deopt, fails_with, serial, tmpdir};
 
 use std::path::Path;
 
@@ -30,6 +30,7 @@ fn assert_svg(p: &Path, needles: &[&str]) {
 
 #[test]
 fn run_writes_report_and_charts() {
+    let _serial = serial(); // uses both cores
     let dir = tmpdir("run");
     let d = dir.to_str().unwrap();
     let o = deopt(&[
@@ -110,6 +111,7 @@ fn run_writes_report_and_charts() {
 
 #[test]
 fn report_on_something_else_is_one_line() {
+    let _serial = serial(); // uses both cores
     let dir = tmpdir("empty");
     fails_with(&["report", dir.to_str().unwrap(), "--no-model"], "neither a deopt run nor a sweep directory");
     let _ = std::fs::remove_dir_all(&dir);

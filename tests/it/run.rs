@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{assert_one_line_error, deopt, deopt_cmd, fails_with, tmpdir};
+use crate::common::{assert_one_line_error, deopt, deopt_cmd, fails_with, serial, tmpdir};
 
 /// The run of the resume test (the command).
 const RUN: [&str; 11] =
@@ -28,6 +28,7 @@ fn generations_done(dir: &Path) -> usize {
 
 #[test]
 fn sigkilled_run_resumes_from_its_directory_alone_identically() {
+    let _serial = serial(); // uses both cores
     let base = tmpdir("run-kill");
     let (straight, killed) = (base.join("straight"), base.join("killed"));
     let with_out = |d: &Path| {
@@ -99,6 +100,7 @@ fn sigkilled_run_resumes_from_its_directory_alone_identically() {
 
 #[test]
 fn bad_input_is_one_line() {
+    let _serial = serial(); // uses both cores
     let base = ["run", "--country", "SAU", "--gens", "1"];
     let with = |extra: &[&str]| {
         let mut a = base.to_vec();

@@ -6,7 +6,7 @@
 //! directory, merged with shard 1/2, must give the unsharded sweep's summary.csv byte for
 //! byte (summary.csv holds no wall-clock figures).
 
-use crate::common::{assert_one_line_error, deopt, tmpdir};
+use crate::common::{assert_one_line_error, deopt, serial, tmpdir};
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -75,6 +75,7 @@ fn read(p: &Path) -> String {
 
 #[test]
 fn sweep_shards_resume_and_merge() {
+    let _serial = serial(); // uses both cores
     let shard1 = tmpdir("shard1");
     let full = tmpdir("full");
     let shard2 = tmpdir("shard2");
@@ -157,6 +158,7 @@ fn sweep_shards_resume_and_merge() {
 
 #[test]
 fn bad_input_is_one_line() {
+    let _serial = serial(); // uses both cores
     let d = tmpdir("bad");
     let out = d.to_str().unwrap();
     let cases: [(&[&str], &str); 8] = [
