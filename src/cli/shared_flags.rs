@@ -10,6 +10,7 @@ use crate::engine::EngineConfig;
 use crate::llama::Model;
 use crate::prompt::render::{ItemStyle, Layout, SoftPosition, TemplateKind};
 use crate::provision::model_store::{Precision, ResolvedModel};
+use crate::run::slurm::SlurmOptions;
 use crate::run::spec::{LayoutSpec, ModelSpec, TaskSpec};
 use crate::score::fitness::{AnswerMode, CasMetric, Task};
 use crate::score::metrics::{Constants, LossKind};
@@ -147,5 +148,56 @@ impl LayoutArgs {
     /// The layout for a soft prompt (no system message).
     pub fn layout(&self) -> Layout {
         self.spec().layout()
+    }
+}
+
+/// Handing the work to Slurm as a job array (`deopt sweep --slurm`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SlurmArgs {
+    /// Write DIR/slurm/ with an sbatch job array (one task per shard) and a merge job that
+    /// depends on it, instead of running here
+    #[arg(long)]
+    pub slurm: bool,
+    /// With --slurm: submit both jobs with sbatch and print their ids
+    #[arg(long, requires = "slurm")]
+    pub submit: bool,
+    /// Array tasks (shards) [default: one per run]
+    #[arg(long, value_name = "N", requires = "slurm")]
+    pub slurm_tasks: Option<usize>,
+    /// sbatch --partition
+    #[arg(long, value_name = "NAME", requires = "slurm")]
+    pub slurm_partition: Option<String>,
+    /// sbatch --time of each task, e.g. 04:00:00
+    #[arg(long, value_name = "TIME", requires = "slurm")]
+    pub slurm_time: Option<String>,
+    /// sbatch --cpus-per-task; also each task's llama.cpp threads
+    #[arg(long, value_name = "N", requires = "slurm")]
+    pub slurm_cpus: Option<usize>,
+    /// sbatch --mem, e.g. 8G
+    #[arg(long, value_name = "SIZE", requires = "slurm")]
+    pub slurm_mem: Option<String>,
+    /// sbatch --gpus, e.g. 1 or h100:1
+    #[arg(long, value_name = "GPUS", requires = "slurm")]
+    pub slurm_gpus: Option<String>,
+    /// At most K array tasks at once (--array=1-N%K)
+    #[arg(long, value_name = "K", requires = "slurm")]
+    pub slurm_array_limit: Option<usize>,
+    /// More sbatch options as they are, e.g. "--account=abc --qos=short"
+    #[arg(long, value_name = "OPTIONS", requires = "slurm", allow_hyphen_values = true)]
+    pub slurm_extra: Option<String>,
+}
+
+impl SlurmArgs {
+    /// The job options of these flags.
+    pub fn options(&self) -> SlurmOptions {
+        SlurmOptions {
+            partition: self.slurm_partition.clone(),
+            time: self.slurm_time.clone(),
+            cpus: self.slurm_cpus,
+            mem: self.slurm_mem.clone(),
+            gpus: self.slurm_gpus.clone(),
+            array_limit: self.slurm_array_limit,
+            extra: self.slurm_extra.iter().flat_map(|e| e.split_whitespace().map(String::from)).collect(),
+        }
     }
 }

@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
 
-use super::shared_flags::ModelArgs;
+use super::shared_flags::{ModelArgs, SlurmArgs};
 use crate::data::survey::SurveyKind;
 use crate::optim::Strategy;
 use crate::output::report_files;
 use crate::run::grid::{self, SweepSettings};
+use crate::run::slurm;
 
 /// Flags of `deopt sweep`.
 #[derive(Debug, clap::Args)]
@@ -58,11 +59,14 @@ pub struct SweepArgs {
     /// with the same settings is continued
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Run only the runs whose index % n == i - 1 (1-based i), e.g. 1/2 and 2/2 on two machines
-    #[arg(long, value_name = "i/n")]
+    /// Run only the runs whose index % n == i - 1 (1-based i), e.g. 1/2 and 2/2 on two
+    /// machines; `auto` inside a Slurm array job (from SLURM_ARRAY_TASK_ID/COUNT/MIN)
+    #[arg(long, value_name = "i/n|auto")]
     pub shard: Option<String>,
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub slurm: SlurmArgs,
 }
 
 /// Subcommands of `deopt sweep`.
@@ -93,7 +97,11 @@ fn settings(args: &SweepArgs) -> Result<(SweepSettings, Option<(usize, usize)>)>
     if args.repeats == 0 {
         bail!("--repeats 0: expected at least one run per cell");
     }
-    let shard = args.shard.as_deref().map(grid::parse_shard).transpose().map_err(|e| anyhow!("--{e}"))?;
+    let shard = match args.shard.as_deref() {
+        None => None,
+        Some("auto") => Some(slurm::shard_from_env().map_err(|e| anyhow!("--{e}"))?),
+        Some(text) => Some(grid::parse_shard(text).map_err(|e| anyhow!("--{e}"))?),
+    };
     let survey = match args.survey {
         SurveyKind::Vsm13 => "vsm13",
         SurveyKind::Wvs => "wvs",
@@ -135,6 +143,9 @@ pub fn run(args: SweepArgs) -> Result<()> {
             ))
         }
     };
+    if args.slurm.slurm {
+        return submit(&args, &s, &dir);
+    }
     grid::init_dir(&dir, &s)?;
     let all = grid::plan(&s).len();
     let mine = shard.map_or(all, |(i, n)| (0..all).filter(|k| k % n == i - 1).count());
@@ -148,6 +159,45 @@ pub fn run(args: SweepArgs) -> Result<()> {
     }
     let (results, cells) = grid::write_tables(&dir, &s)?;
     finish(&dir, results.len(), all, &cells)
+}
+
+/// `--slurm`: fetch the model once (shared cache, locked), write the jobs, submit them.
+fn submit(args: &SweepArgs, s: &SweepSettings, dir: &Path) -> Result<()> {
+    if args.shard.is_some() {
+        bail!("--shard: --slurm makes the shards itself (one per array task)");
+    }
+    if args.slurm.submit && !slurm::sbatch_on_path() {
+        bail!("--submit: sbatch is not on PATH (submit from a Slurm login node, or drop --submit and submit the scripts there)");
+    }
+    let runs = grid::plan(s).len();
+    let tasks = args.slurm.slurm_tasks.unwrap_or(runs);
+    if tasks == 0 || tasks > runs {
+        bail!("--slurm-tasks {tasks}: expected 1 to {runs} (the sweep's runs)");
+    }
+    let mut model = args.model.spec();
+    if let Some(c) = args.slurm.slurm_cpus {
+        model.threads = Some(c);
+    }
+    let resolved = crate::provision::model_store::resolve_model(model.path.as_deref(), model.precision)?;
+    eprintln!("model ready for the array: {}", resolved.path.display());
+    grid::init_dir(dir, s)?;
+    let exe = std::env::current_exe()?;
+    let jobs = slurm::write_jobs(dir, tasks, &exe, &grid::sweep_argv(s, &model), &args.slurm.options())?;
+    println!("{}", jobs.array_script.display());
+    println!("{}", jobs.merge_script.display());
+    if args.slurm.submit {
+        let (array, merge) = slurm::submit(&jobs)?;
+        println!(
+            "submitted array job {array} ({tasks} tasks) and merge job {merge} (after the array succeeds)"
+        );
+    } else {
+        println!(
+            "submit with: a=$(sbatch --parsable {}) && sbatch --dependency=afterok:$a {}",
+            jobs.array_script.display(),
+            jobs.merge_script.display()
+        );
+    }
+    Ok(())
 }
 
 fn merge(m: &MergeArgs) -> Result<()> {

@@ -34,6 +34,8 @@ pub const SWEEP_CSV: &str = "sweep.csv";
 pub const SUMMARY_CSV: &str = "summary.csv";
 /// Folder of the run directories.
 pub const RUNS: &str = "runs";
+/// In a shard's directory: which share of the sweep it runs (`{"shard": i, "of": n}`).
+pub const SHARD_JSON: &str = "shard.json";
 /// Format tag of sweep.json.
 pub const FORMAT: &str = "deopt-sweep-1";
 
@@ -190,6 +192,45 @@ pub fn point_spec(s: &SweepSettings, p: &GridPoint, model: &ModelSpec) -> Result
     Ok(spec)
 }
 
+/// The `deopt sweep` flags that define this sweep and its model settings (no `--out`, no
+/// `--shard`): what each Slurm array task runs.
+pub fn sweep_argv(s: &SweepSettings, model: &ModelSpec) -> Vec<String> {
+    let list = |xs: &[f64]| xs.iter().map(f64::to_string).collect::<Vec<_>>().join(",");
+    let mut a: Vec<String> = [
+        ("--country", s.country.clone()),
+        ("--survey", s.survey.clone()),
+        ("--mutation", list(&s.mutation)),
+        ("--recombination", list(&s.recombination)),
+        ("--pop", s.pop.to_string()),
+        ("--tokens", s.tokens.to_string()),
+        ("--strategy", s.strategy.clone()),
+        ("--gens", s.gens.to_string()),
+        ("--repeats", s.repeats.to_string()),
+        ("--seed", s.seed.to_string()),
+        ("--holdout", s.holdout.to_string()),
+        ("--batch", model.batch.to_string()),
+        ("--ctx", model.ctx.to_string()),
+        ("--gpu-layers", model.gpu_layers.to_string()),
+    ]
+    .into_iter()
+    .flat_map(|(f, v)| [f.to_string(), v])
+    .collect();
+    let precision = serde_json::to_value(model.precision).ok().and_then(|v| v.as_str().map(String::from));
+    if let Some(p) = precision {
+        a.extend(["--precision".to_string(), p]);
+    }
+    if let Some(p) = &model.path {
+        a.extend([
+            "--model".to_string(),
+            std::path::absolute(p).unwrap_or_else(|_| p.clone()).display().to_string(),
+        ]);
+    }
+    if let Some(t) = model.threads {
+        a.extend(["--threads".to_string(), t.to_string()]);
+    }
+    a
+}
+
 /// Run this shard's share of the sweep in `dir` (every run with `shard` `None`): finished
 /// runs are skipped, checkpointed ones resumed, the rest started. `note` gets one line per
 /// run. Returns false when a run was interrupted (Ctrl-C); the tables are written either way.
@@ -203,6 +244,9 @@ pub fn run_points(
     model: &ModelSpec,
     mut note: impl FnMut(&str),
 ) -> Result<bool> {
+    if let Some(sh) = shard {
+        claim_shard(dir, sh)?;
+    }
     let all = plan(s);
     let mine: Vec<&GridPoint> =
         all.iter().filter(|r| shard.is_none_or(|(i, n)| r.index % n == i - 1)).collect();
@@ -230,6 +274,40 @@ pub fn run_points(
         }
     }
     Ok(true)
+}
+
+/// Record in `dir` that it holds shard `i/n`, or check that it already does: a directory
+/// never holds runs of two shards (two array tasks never write the same run directory).
+///
+/// # Errors
+/// `dir` holds another shard, or I/O failure.
+pub fn claim_shard(dir: &Path, (i, n): (usize, usize)) -> Result<()> {
+    match read_shard(dir)? {
+        Some(old) if old == (i, n) => Ok(()),
+        Some((oi, on)) => bail!("{}: holds shard {oi}/{on}, not {i}/{n}", dir.display()),
+        None => crate::fsutil::write_atomic(
+            &dir.join(SHARD_JSON),
+            serde_json::json!({ "shard": i, "of": n }).to_string().as_bytes(),
+        ),
+    }
+}
+
+/// The shard a directory holds (`None`: not a shard).
+///
+/// # Errors
+/// A shard.json that cannot be read.
+pub fn read_shard(dir: &Path) -> Result<Option<(usize, usize)>> {
+    let path = dir.join(SHARD_JSON);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)
+        .map_err(|e| anyhow!("{}: not a shard file ({e})", path.display()))?;
+    let get = |k: &str| v.get(k).and_then(serde_json::Value::as_u64).map(|x| x as usize);
+    match (get("shard"), get("of")) {
+        (Some(i), Some(n)) if i >= 1 && i <= n => Ok(Some((i, n))),
+        _ => bail!("{}: expected {{\"shard\": i, \"of\": n}} with 1 <= i <= n", path.display()),
+    }
 }
 
 /// Directory of a run.
@@ -472,6 +550,42 @@ pub fn write_tables(dir: &Path, s: &SweepSettings) -> Result<(Vec<GridResult>, V
     Ok((results, cells))
 }
 
+/// Every planned run must be finished in one of `dirs`, and every shard directory must have
+/// finished all of its own runs.
+fn check_complete(dirs: &[PathBuf], s: &SweepSettings) -> Result<()> {
+    let all = plan(s);
+    let mut done = vec![false; all.len()];
+    let mut missing: Vec<String> = Vec::new();
+    for d in dirs {
+        let shard = read_shard(d)?;
+        for p in &all {
+            let finished = run_state(&run_dir(d, p), s.gens) == RunState::Finished;
+            done[p.index] |= finished;
+            if let Some((i, n)) = shard {
+                if p.index % n == i - 1 && !finished {
+                    missing.push(format!("{} (shard {i}/{n} in {})", p.name(), d.display()));
+                }
+            }
+        }
+    }
+    for p in &all {
+        if !done[p.index] && !missing.iter().any(|m| m.starts_with(&format!("{} ", p.name()))) {
+            missing.push(format!("{} (in no directory)", p.name()));
+        }
+    }
+    if !missing.is_empty() {
+        let shown: Vec<&str> = missing.iter().take(8).map(String::as_str).collect();
+        bail!(
+            "sweep merge: {} of {} runs are not finished: {}{}; rerun their shards, then merge again",
+            missing.len(),
+            all.len(),
+            shown.join(", "),
+            if missing.len() > shown.len() { ", ..." } else { "" }
+        );
+    }
+    Ok(())
+}
+
 /// Merge shard directories into `out`: checks that all are sweeps with the same settings,
 /// copies their finished runs, and writes the tables.
 ///
@@ -491,6 +605,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<(SweepSettings, Vec<GridRes
             );
         }
     }
+    check_complete(dirs, &s)?;
     init_dir(out, &s)?;
     for d in dirs {
         if d.canonicalize().ok() == out.canonicalize().ok() {

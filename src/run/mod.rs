@@ -3,7 +3,7 @@
 //! observer ([`driver`]), DE as such a method ([`de_method`]) over soft prompts scored by the
 //! engine ([`prompt_objective`]), the held-out split ([`holdout`]), derived seeds
 //! ([`seeds`]), the run directory with its history and checkpoints ([`directory`]), and
-//! sweeps over settings ([`grid`]).
+//! sweeps over settings ([`grid`]), also as Slurm job arrays ([`slurm`]).
 
 pub mod de_method;
 pub mod directory;
@@ -13,4 +13,5 @@ pub mod holdout;
 pub mod launch;
 pub mod prompt_objective;
 pub mod seeds;
+pub mod slurm;
 pub mod spec;

@@ -33,17 +33,23 @@ fn sigkilled_run_resumes_from_its_directory_alone_identically() {
     let (straight, killed) = (base.join("straight"), base.join("killed"));
     let with_out = |d: &Path| {
         let mut a = RUN.to_vec();
-        a.extend(["--no-report", "--out", d.to_str().unwrap()]);
+        a.extend(["--no-report", "--threads", "1", "--out", d.to_str().unwrap()]);
         a.into_iter().map(String::from).collect::<Vec<_>>()
     };
 
+    // The uninterrupted run and the one to be killed side by side, one core each (both record
+    // --threads 1, which the resume keeps).
+    let spawn = |d: &Path| {
+        deopt_cmd()
+            .args(with_out(d))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn deopt run")
+    };
+    let mut uninterrupted = spawn(&straight);
+    let mut child = spawn(&killed);
     // Killed with SIGKILL once generation 2 is in the history (no chance to clean up).
-    let mut child = deopt_cmd()
-        .args(with_out(&killed))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn deopt run");
     let t0 = Instant::now();
     while generations_done(&killed) < 3 {
         assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
@@ -58,7 +64,7 @@ fn sigkilled_run_resumes_from_its_directory_alone_identically() {
     // Resumed with nothing but the directory.
     let o = ok(deopt(&["run", "--resume", killed.to_str().unwrap(), "--no-report"]));
     assert!(String::from_utf8_lossy(&o.stderr).contains("resuming at generation"));
-    ok(deopt(&with_out(&straight).iter().map(String::as_str).collect::<Vec<_>>()));
+    assert!(uninterrupted.wait().unwrap().success(), "the uninterrupted run failed");
     let h = history(&straight);
     assert_eq!(h.lines().count(), 6, "header + generations 0..=4:\n{h}");
     assert_eq!(history(&killed), h, "the resumed run's history.csv must equal the uninterrupted one's");

@@ -1,12 +1,12 @@
-//! `deopt sweep` end to end with the real default model: a 2 x 2 grid, 2 repeats, 2
-//! generations, population 4, T = 2 rows (8 runs).
+//! `deopt sweep` end to end with the real default model: a 2 x 2 grid, 2 repeats, 1
+//! generation, population 4, T = 2 rows (8 runs).
 //!
 //! The interruption is simulated by running shard 1/2 only; the unsharded sweep then has to
 //! skip those 4 runs (their files are untouched) and run the other 4. Shard 2/2 in a third
 //! directory, merged with shard 1/2, must give the unsharded sweep's summary.csv byte for
 //! byte (summary.csv holds no wall-clock figures).
 
-use crate::common::{assert_one_line_error, deopt, serial, tmpdir};
+use crate::common::{assert_one_line_error, deopt, deopt_cmd, serial, tmpdir};
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -25,7 +25,7 @@ const GRID: [&str; 18] = [
     "--tokens",
     "2",
     "--gens",
-    "2",
+    "1",
     "--repeats",
     "2",
     "--seed",
@@ -176,4 +176,36 @@ fn bad_input_is_one_line() {
         assert_one_line_error(&o, needle);
     }
     assert!(!d.join("sweep.json").exists(), "bad flags must not create a sweep");
+
+    // Slurm: --shard auto outside an array job, --submit without sbatch, a merge of shards
+    // whose runs are not finished.
+    let small =
+        ["sweep", "--country", "SAU", "--mutation", "0.5", "--recombination", "0.9", "--repeats", "2"];
+    fn with<'a>(small: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        small.iter().chain(extra).copied().collect()
+    }
+    let o = deopt_cmd()
+        .args(with(&small, &["--shard", "auto", "--out", out]))
+        .env_remove("SLURM_ARRAY_TASK_ID")
+        .output()
+        .unwrap();
+    assert_one_line_error(&o, "--shard auto: not inside a Slurm array job");
+    let o = deopt_cmd()
+        .args(with(&small, &["--slurm", "--submit", "--out", out]))
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    assert_one_line_error(&o, "--submit: sbatch is not on PATH");
+    let scripts = d.join("scripts");
+    let o = deopt(&with(&small, &["--slurm", "--slurm-cpus", "1", "--out", scripts.to_str().unwrap()]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let array = std::fs::read_to_string(scripts.join("slurm/array.sbatch")).unwrap();
+    assert!(array.contains("#SBATCH --array=1-2\n") && array.contains("--threads 1"), "{array}");
+    let shards: Vec<String> =
+        (1..=2).map(|i| scripts.join("shards").join(i.to_string()).display().to_string()).collect();
+    let merged = d.join("merged");
+    let o = deopt(&["sweep", "merge", &shards[0], &shards[1], "--out", merged.to_str().unwrap()]);
+    assert_one_line_error(&o, "not a deopt sweep directory");
+    let o = deopt(&["sweep", "merge", scripts.to_str().unwrap(), "--out", merged.to_str().unwrap()]);
+    assert_one_line_error(&o, "2 of 2 runs are not finished");
 }
