@@ -193,7 +193,10 @@ impl BenchSummary {
     pub fn median_line(&self, first_seed: u64) -> String {
         let n = self.runs.len() as u64;
         format!(
-            "median over {n} seeds ({first_seed}..={}): error {:.6e}, {} evaluations, {} generations, {:.2} s",
+            "{} D={} {}: median over {n} seeds ({first_seed}..={}): error {:.6e}, {} evaluations, {} generations, {:.2} s",
+            self.function,
+            self.dim,
+            self.strategy,
             first_seed + n.saturating_sub(1),
             self.median_error,
             self.median_evaluations,
