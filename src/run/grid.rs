@@ -555,7 +555,8 @@ pub fn write_tables(dir: &Path, s: &SweepSettings) -> Result<(Vec<GridResult>, V
 fn check_complete(dirs: &[PathBuf], s: &SweepSettings) -> Result<()> {
     let all = plan(s);
     let mut done = vec![false; all.len()];
-    let mut missing: Vec<String> = Vec::new();
+    // Runs a shard directory should have finished but did not, by plan index.
+    let mut unfinished: Vec<Vec<String>> = vec![Vec::new(); all.len()];
     for d in dirs {
         let shard = read_shard(d)?;
         for p in &all {
@@ -563,13 +564,16 @@ fn check_complete(dirs: &[PathBuf], s: &SweepSettings) -> Result<()> {
             done[p.index] |= finished;
             if let Some((i, n)) = shard {
                 if p.index % n == i - 1 && !finished {
-                    missing.push(format!("{} (shard {i}/{n} in {})", p.name(), d.display()));
+                    unfinished[p.index].push(format!("shard {i}/{n} in {}", d.display()));
                 }
             }
         }
     }
+    let mut missing: Vec<String> = Vec::new();
     for p in &all {
-        if !done[p.index] && !missing.iter().any(|m| m.starts_with(&format!("{} ", p.name()))) {
+        if !unfinished[p.index].is_empty() {
+            missing.push(format!("{} ({})", p.name(), unfinished[p.index].join("; ")));
+        } else if !done[p.index] {
             missing.push(format!("{} (in no directory)", p.name()));
         }
     }
