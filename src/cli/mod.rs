@@ -63,8 +63,14 @@ pub enum BenchCommand {
 
 /// Parse the command line, run it, and turn an error into one line on stderr.
 pub fn main() -> ExitCode {
-    let matches = Cli::command().get_matches();
-    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let matches = match command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => return clap_error(&e),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => return clap_error(&e),
+    };
     let given = explicit_flags(&matches);
     match run(cli, &given) {
         Ok(()) => ExitCode::SUCCESS,
@@ -75,10 +81,49 @@ pub fn main() -> ExitCode {
                     return ExitCode::SUCCESS;
                 }
             }
-            eprintln!("deopt: {err:#}");
+            eprintln!("deopt: {}", one_line(&format!("{err:#}")));
             ExitCode::from(1)
         }
     }
+}
+
+/// The command line's grammar: every flag that takes a value accepts a negative number
+/// (`--seed -1` is then refused by the flag's own check, naming it, instead of clap reading
+/// `-1` as an unknown flag).
+pub fn command() -> clap::Command {
+    fn negatives(cmd: clap::Command) -> clap::Command {
+        cmd.mut_args(|a| if a.get_action().takes_values() { a.allow_negative_numbers(true) } else { a })
+            .mut_subcommands(negatives)
+    }
+    negatives(Cli::command())
+}
+
+/// A clap error as deopt's one line (help and version print as usual).
+fn clap_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+        || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or("invalid command line");
+    let msg = first.strip_prefix("error: ").unwrap_or(first);
+    let tip = text.lines().find_map(|l| l.trim().strip_prefix("tip: ")).map(|t| format!(" ({t})"));
+    eprintln!("deopt: {}{} (see --help)", one_line(msg), tip.unwrap_or_default());
+    ExitCode::from(2)
+}
+
+/// An error message as one line of bounded length: line breaks become "; ", and anything
+/// past 600 characters is cut (a message never echoes a huge input back whole).
+pub fn one_line(msg: &str) -> String {
+    const MAX: usize = 600;
+    let joined = msg.lines().map(str::trim_end).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ");
+    if joined.chars().count() <= MAX {
+        return joined;
+    }
+    let cut: String = joined.chars().take(MAX).collect();
+    format!("{cut}... (message cut at {MAX} characters)")
 }
 
 /// The clap ids of the flags given on the command line for the innermost subcommand (a

@@ -40,3 +40,33 @@ impl std::error::Error for InputError {}
 pub fn csv_line(record: &csv::StringRecord) -> usize {
     record.position().map_or(0, |p| p.line() as usize)
 }
+
+/// A value as it may appear in a one-line message: control characters escaped, and at most
+/// 60 characters of it (a 50 MB field is not echoed back whole).
+pub fn clip(value: &str) -> String {
+    const MAX: usize = 60;
+    let mut out = String::new();
+    for (n, c) in value.chars().enumerate() {
+        if n == MAX {
+            out.push_str(&format!("... ({} bytes in all)", value.len()));
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn clip_bounds_and_escapes() {
+        assert_eq!(super::clip("a\nb"), "a\\nb");
+        let long = "x".repeat(50_000_000);
+        let c = super::clip(&long);
+        assert!(c.len() < 100 && c.ends_with("(50000000 bytes in all)"), "{c}");
+    }
+}

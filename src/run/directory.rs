@@ -8,7 +8,9 @@
 //!   history.csv              one row per generation; deterministic (same seed => same bytes)
 //!   timing.csv               wall-clock seconds per generation (not deterministic, kept apart)
 //!   best_prompt.safetensors  best soft prompt so far, with metadata
-//!   checkpoint.json          optimizer state + history rows + counters, written atomically
+//!   checkpoint.json          optimizer state + history rows + counters, sealed with its
+//!                            sha256 and the digest of the spec it belongs to, written atomically
+//!   checkpoint.prev.json     the checkpoint before it (a damaged latest one falls back to it)
 //! ```
 
 use std::fmt::Write as _;
@@ -32,6 +34,8 @@ pub const TIMING: &str = "timing.csv";
 pub const BEST_PROMPT: &str = "best_prompt.safetensors";
 /// Resumable state.
 pub const CHECKPOINT: &str = "checkpoint.json";
+/// The checkpoint before the latest, kept so that a damaged latest one has a fallback.
+pub const PREV_CHECKPOINT: &str = "checkpoint.prev.json";
 
 /// Format tag of config.json ([`RunConfig`]).
 pub const CONFIG_FORMAT: &str = "deopt-run-2";
@@ -155,7 +159,7 @@ pub fn append_timing(dir: &Path, generation: u64, trials: usize, secs: f64) -> R
 }
 
 /// Format tag of [`Checkpoint`] files.
-pub const CHECKPOINT_FORMAT: &str = "deopt-run-checkpoint-1";
+pub const CHECKPOINT_FORMAT: &str = "deopt-run-checkpoint-2";
 
 /// One generation of a run, as written to history.csv.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -308,6 +312,8 @@ mod rows_as_lines {
 pub struct Checkpoint {
     /// [`CHECKPOINT_FORMAT`].
     pub format: String,
+    /// [`spec_digest`] of the run spec this checkpoint belongs to.
+    pub spec_sha256: String,
     /// The method's state (for DE what [`crate::optim::Optimizer::to_checkpoint`] wrote), as
     /// JSON.
     pub optimizer: serde_json::Value,
@@ -322,31 +328,282 @@ pub struct Checkpoint {
     pub elapsed_s: f64,
 }
 
+/// The file form of a checkpoint: its body and the sha256 of the body's exact bytes, so a
+/// damaged or edited file is detected before anything in it is believed.
+#[derive(Deserialize)]
+struct Sealed<'a> {
+    sha256: String,
+    #[serde(borrow)]
+    checkpoint: &'a serde_json::value::RawValue,
+}
+
+/// Hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Seal a checkpoint body (its JSON bytes) as a checkpoint file.
+pub fn seal(body: &[u8]) -> Result<Vec<u8>> {
+    let body = std::str::from_utf8(body).context("a checkpoint body must be UTF-8 JSON")?;
+    Ok(format!("{{\"sha256\":\"{}\",\"checkpoint\":{body}}}", sha256_hex(body.as_bytes())).into_bytes())
+}
+
+/// The digest that ties a checkpoint to its run: sha256 of the spec without its stop
+/// conditions (those may change on resume).
+pub fn spec_digest(spec: &RunSpec) -> String {
+    let mut v = serde_json::to_value(spec).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("stop");
+    }
+    sha256_hex(v.to_string().as_bytes())
+}
+
+/// A checkpoint read from a run directory, and whether it is the fallback.
+#[derive(Debug, Clone)]
+pub struct LoadedCheckpoint {
+    /// The checkpoint.
+    pub checkpoint: Checkpoint,
+    /// Set when the latest checkpoint was damaged and the previous one was read instead: why.
+    pub fallback: Option<String>,
+}
+
+/// Test hook: `DEOPT_TEST_STALL_CHECKPOINT=<generation>` makes the checkpoint write of that
+/// generation stop halfway through its temporary file and wait, so a test can SIGKILL the
+/// process in the middle of the write.
+const STALL_HOOK: &str = "DEOPT_TEST_STALL_CHECKPOINT";
+
 impl Checkpoint {
-    /// Write atomically to `dir/checkpoint.json`.
+    /// Write atomically to `dir/checkpoint.json`, sealed; the checkpoint it replaces becomes
+    /// `checkpoint.prev.json`. A crash at any point leaves at least one intact checkpoint.
     ///
     /// # Errors
     /// Serialisation or I/O failure.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        let bytes = serde_json::to_vec(self).context("serialising the checkpoint")?;
-        crate::fsutil::write_atomic(&dir.join(CHECKPOINT), &bytes)
+        let body = serde_json::to_vec(self).context("serialising the checkpoint")?;
+        let bytes = seal(&body)?;
+        let path = dir.join(CHECKPOINT);
+        let tmp = dir.join(format!(".{CHECKPOINT}.tmp-{}", std::process::id()));
+        let generation = self.history.last().map(|r| r.generation.to_string());
+        let write = || -> std::io::Result<()> {
+            use std::io::Write as _;
+            let mut f = std::fs::File::create(&tmp)?;
+            if std::env::var(STALL_HOOK).ok().is_some_and(|g| Some(g) == generation) {
+                f.write_all(&bytes[..bytes.len() / 2])?;
+                f.sync_all()?;
+                eprintln!("deopt: test hook: stalled in the middle of a checkpoint write");
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            if path.exists() {
+                std::fs::rename(&path, dir.join(PREV_CHECKPOINT))?;
+            }
+            std::fs::rename(&tmp, &path)
+        };
+        write().with_context(|| format!("{}: cannot write", path.display())).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
     }
 
-    /// Load `dir/checkpoint.json`.
-    ///
-    /// # Errors
-    /// A missing or malformed file, as one line naming it.
-    pub fn load(dir: &Path) -> Result<Checkpoint> {
-        let path = dir.join(CHECKPOINT);
-        let bytes = std::fs::read(&path)
-            .with_context(|| format!("{}: cannot read the checkpoint", path.display()))?;
-        let c: Checkpoint = serde_json::from_slice(&bytes)
+    /// Read and check one checkpoint file: its seal, its format, its rows.
+    fn read(path: &Path) -> Result<Checkpoint> {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("{}: cannot read the checkpoint", path.display()))?;
+        let sealed: Sealed<'_> = serde_json::from_slice(&bytes)
+            .map_err(|e| anyhow::anyhow!("{}: not a deopt run checkpoint ({e})", path.display()))?;
+        let body = sealed.checkpoint.get();
+        let actual = sha256_hex(body.as_bytes());
+        if actual != sealed.sha256 {
+            bail!(
+                "{}: damaged checkpoint: sha256 {actual}: expected the recorded {}",
+                path.display(),
+                crate::data::input_error::clip(&sealed.sha256)
+            );
+        }
+        let c: Checkpoint = serde_json::from_str(body)
             .map_err(|e| anyhow::anyhow!("{}: not a deopt run checkpoint ({e})", path.display()))?;
         if c.format != CHECKPOINT_FORMAT {
-            bail!("{}: unknown checkpoint format '{}'", path.display(), c.format);
+            bail!(
+                "{}: checkpoint format '{}': expected '{CHECKPOINT_FORMAT}'",
+                path.display(),
+                crate::data::input_error::clip(&c.format)
+            );
         }
         Ok(c)
     }
+
+    /// Load the latest good checkpoint of `dir`: checkpoint.json, or checkpoint.prev.json when
+    /// the latest is missing or damaged (the returned note says why).
+    ///
+    /// # Errors
+    /// No readable checkpoint: the latest one's error.
+    pub fn load_latest(dir: &Path) -> Result<LoadedCheckpoint> {
+        let latest = Checkpoint::read(&dir.join(CHECKPOINT));
+        match latest {
+            Ok(checkpoint) => Ok(LoadedCheckpoint { checkpoint, fallback: None }),
+            Err(e) => {
+                let prev = dir.join(PREV_CHECKPOINT);
+                match Checkpoint::read(&prev) {
+                    Ok(checkpoint) => Ok(LoadedCheckpoint {
+                        fallback: Some(format!("{e:#}; using {} instead", prev.display())),
+                        checkpoint,
+                    }),
+                    Err(_) => Err(e),
+                }
+            }
+        }
+    }
+
+    /// Load the latest good checkpoint of `dir` (see [`Checkpoint::load_latest`]).
+    ///
+    /// # Errors
+    /// No readable checkpoint.
+    pub fn load(dir: &Path) -> Result<Checkpoint> {
+        Checkpoint::load_latest(dir).map(|l| l.checkpoint)
+    }
+
+    /// Check the checkpoint against itself and the run it claims to belong to: the spec
+    /// digest, the history (consecutive generations, finite and consistent figures), the
+    /// counters. The method's state is checked by the method when it restores it.
+    ///
+    /// # Errors
+    /// The first inconsistency, naming the field.
+    pub fn validate(&self, config: &RunConfig, path: &Path) -> Result<()> {
+        let p = path.display();
+        let want = spec_digest(&config.spec);
+        if self.spec_sha256 != want {
+            bail!(
+                "{p}: spec_sha256 {}: expected {want}, the digest of the spec in {CONFIG} (the checkpoint belongs to another run)",
+                crate::data::input_error::clip(&self.spec_sha256)
+            );
+        }
+        if self.history.is_empty() {
+            bail!("{p}: history: empty: expected at least generation 0");
+        }
+        let mut best = f64::INFINITY;
+        let mut evaluations = 0;
+        for (i, r) in self.history.iter().enumerate() {
+            let field = |name: &str, v: &dyn std::fmt::Display, want: &str| {
+                anyhow::anyhow!("{p}: history row {i} {name}: {v}: expected {want}")
+            };
+            if r.generation != i as u64 {
+                return Err(field(
+                    "generation",
+                    &r.generation,
+                    &format!("{i} (rows are consecutive generations)"),
+                ));
+            }
+            if r.evaluations < evaluations {
+                return Err(field(
+                    "evaluations",
+                    &r.evaluations,
+                    &format!("at least {evaluations}, the row before"),
+                ));
+            }
+            evaluations = r.evaluations;
+            for (name, v) in
+                [("best", r.best), ("median", r.median), ("worst", r.worst), ("best_so_far", r.best_so_far)]
+            {
+                if !v.is_finite() {
+                    return Err(field(name, &v, "a finite number"));
+                }
+            }
+            if !(r.best <= r.median && r.median <= r.worst) {
+                return Err(field(
+                    "best/median/worst",
+                    &format!("{}/{}/{}", r.best, r.median, r.worst),
+                    "best <= median <= worst",
+                ));
+            }
+            best = best.min(r.best);
+            if r.best_so_far.to_bits() != best.to_bits() {
+                return Err(field(
+                    "best_so_far",
+                    &r.best_so_far,
+                    &format!("{best}, the lowest best up to this row"),
+                ));
+            }
+            let finite = r.dimensions.iter().flatten().chain(&r.cas).chain(&r.holdout).all(|v| v.is_finite());
+            if !finite {
+                return Err(field("dimensions/cas/holdout", &"non-finite", "finite numbers"));
+            }
+        }
+        // The generation whose best-so-far last went down (0: the initial population).
+        let improved = self
+            .history
+            .windows(2)
+            .rposition(|w| w[1].best_so_far < w[0].best_so_far)
+            .map_or(0, |i| i as u64 + 1);
+        if self.last_improvement != improved {
+            bail!(
+                "{p}: last_improvement: {}: expected {improved}, the last generation that improved",
+                self.last_improvement
+            );
+        }
+        if self.best_generation != improved {
+            bail!(
+                "{p}: best_generation: {}: expected {improved}, the last generation that improved",
+                self.best_generation
+            );
+        }
+        if !(self.elapsed_s.is_finite() && self.elapsed_s >= 0.0) {
+            bail!("{p}: elapsed_s: {}: expected a finite number of seconds >= 0", self.elapsed_s);
+        }
+        Ok(())
+    }
+
+    /// Check history.csv against the checkpoint: the rows they share must be identical, and
+    /// history.csv may be one row behind or ahead (a crash between the two writes, or a
+    /// fallback to the previous checkpoint), no more.
+    ///
+    /// # Errors
+    /// A differing row or a gap, naming history.csv and the row.
+    pub fn check_history_file(&self, dir: &Path) -> Result<()> {
+        let path = dir.join(HISTORY);
+        let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
+        let rows: Vec<&str> = text.lines().skip(1).collect();
+        let ours: Vec<String> = self.history.iter().map(|r| row_line(r, !r.dimensions.is_empty())).collect();
+        if let Some(i) = rows.iter().zip(&ours).position(|(a, b)| *a != b) {
+            bail!(
+                "{}: row {} (generation {i}): {}: expected the checkpoint's row {}",
+                path.display(),
+                i + 2,
+                crate::data::input_error::clip(rows[i]),
+                ours[i]
+            );
+        }
+        if rows.len().abs_diff(ours.len()) > 1 {
+            bail!(
+                "{}: {} generations: expected {} as in the checkpoint (or one more or fewer)",
+                path.display(),
+                rows.len(),
+                ours.len()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Drop timing.csv rows after `generation` (a resumed run repeats them).
+///
+/// # Errors
+/// I/O failure.
+pub fn trim_timing(dir: &Path, generation: u64) -> Result<()> {
+    let path = dir.join(TIMING);
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
+    let keep: String = text
+        .lines()
+        .enumerate()
+        .filter(|(i, l)| {
+            *i == 0
+                || l.split(',').next().and_then(|g| g.parse::<u64>().ok()).is_some_and(|g| g <= generation)
+        })
+        .map(|(_, l)| format!("{l}\n"))
+        .collect();
+    if keep != text {
+        crate::fsutil::write_atomic(&path, keep.as_bytes())?;
+    }
+    Ok(())
 }
 
 /// Short id of a run: the first 8 hex digits of the sha256 of its settings.
@@ -389,9 +646,9 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-/// Whether `dir` holds a run (config.json and checkpoint.json).
+/// Whether `dir` holds a run (config.json and a checkpoint, latest or previous).
 pub fn is_run(dir: &Path) -> bool {
-    dir.join(CONFIG).is_file() && dir.join(CHECKPOINT).is_file()
+    dir.join(CONFIG).is_file() && (dir.join(CHECKPOINT).is_file() || dir.join(PREV_CHECKPOINT).is_file())
 }
 
 #[cfg(test)]

@@ -261,11 +261,12 @@ fn record(
     let secs = step_seconds + t0.elapsed().as_secs_f64();
     ckpt.elapsed_s += secs;
     ckpt.optimizer = method.state()?;
+    // Checkpoint first: history.csv is then never ahead of the latest checkpoint.
+    ckpt.save(files.dir)?;
     crate::fsutil::write_atomic(
         &files.dir.join(directory::HISTORY),
         directory::history_csv(&ckpt.history, files.dimensions).as_bytes(),
     )?;
-    ckpt.save(files.dir)?;
     directory::append_timing(files.dir, report.generation, report.trials, secs)?;
     observer.stepped(ckpt.history.last().expect("just pushed"), secs);
     Ok(())

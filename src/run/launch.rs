@@ -86,9 +86,15 @@ pub fn resume(dir: &Path, stop: Option<StopSpec>, observer: &mut dyn Observer) -
         );
     }
     let mut config = RunConfig::load(dir)?;
-    let ckpt = Checkpoint::load(dir)?;
-    if ckpt.history.is_empty() {
-        bail!("{}: the checkpoint has no generation", dir.join(directory::CHECKPOINT).display());
+    let loaded = Checkpoint::load_latest(dir)?;
+    let ckpt = loaded.checkpoint;
+    let source =
+        dir.join(if loaded.fallback.is_some() { directory::PREV_CHECKPOINT } else { directory::CHECKPOINT });
+    ckpt.validate(&config, &source)?;
+    ckpt.check_history_file(dir)?;
+    check_state(&config, &ckpt, &source, &dir.join(directory::CONFIG))?;
+    if let Some(why) = &loaded.fallback {
+        eprintln!("deopt: warning: {why}");
     }
     if let Some(s) = stop {
         s.validate()?;
@@ -197,6 +203,7 @@ fn execute(mut spec: RunSpec, session: Session, observer: &mut dyn Observer) -> 
             let source = dir.join(directory::CHECKPOINT).display().to_string();
             method.restore(&ckpt.optimizer, &initial[0], &source)?;
             let at = method.opt.generation();
+            directory::trim_timing(&dir, at)?;
             (dir, *cfg, ckpt, Some(at))
         }
         Session::New(out) => {
@@ -239,6 +246,7 @@ fn execute(mut spec: RunSpec, session: Session, observer: &mut dyn Observer) -> 
             cfg.save(&dir)?;
             let ckpt = Checkpoint {
                 format: directory::CHECKPOINT_FORMAT.into(),
+                spec_sha256: directory::spec_digest(&spec),
                 optimizer: serde_json::Value::Null,
                 history: Vec::new(),
                 last_improvement: 0,
@@ -264,4 +272,80 @@ fn execute(mut spec: RunSpec, session: Session, observer: &mut dyn Observer) -> 
     let stop = driver::drive(&mut method, &mut ckpt, &files, spec.stop.rule(), observer)?;
     drop(method);
     Ok(RunOutcome { dir, stop, config: run_config, checkpoint: ckpt, task, baseline, baseline_holdout })
+}
+
+/// The checkpoint's optimizer must be the run's own (the settings, size and dimension its
+/// spec gives) and agree with the history (generation, evaluations, best so far), with
+/// finite state. Checked before any model is loaded.
+fn check_state(config: &RunConfig, ckpt: &Checkpoint, source: &Path, config_path: &Path) -> Result<()> {
+    let source = source.display();
+    let settings = config.spec.validate()?;
+    if let Some((key, got, want)) = first_difference(&config.optimizer, &settings) {
+        bail!("{}: optimizer.{key}: {got}: expected {want}, as the run's spec gives", config_path.display());
+    }
+    let opt = Optimizer::from_checkpoint(&serde_json::to_vec(&ckpt.optimizer)?)
+        .with_context(|| format!("{source}: optimizer"))?;
+    let last = ckpt.history.last().context("checked: history is not empty")?;
+    let field = |name: &str, got: String, want: String| -> Result<()> {
+        bail!("{source}: optimizer {name}: {got}: expected {want}")
+    };
+    if let Some((key, got, want)) = first_difference(opt.config(), &settings) {
+        return field(&format!("config.{key}"), got, format!("{want}, the run's setting"));
+    }
+    let de = config.spec.de();
+    let dim = de.subspace.unwrap_or(config.rows * config.model.n_embd);
+    if opt.dim() != dim {
+        return field("dim", opt.dim().to_string(), format!("{dim} (the run's prompt size)"));
+    }
+    if opt.population_size() > de.pop || !opt.is_initialized() {
+        return field(
+            "population",
+            opt.population_size().to_string(),
+            format!("an initialised population of at most {}", de.pop),
+        );
+    }
+    if opt.generation() != last.generation {
+        return field(
+            "generation",
+            opt.generation().to_string(),
+            format!("{}, the last history row's", last.generation),
+        );
+    }
+    if opt.evaluations() != last.evaluations {
+        return field(
+            "evaluations",
+            opt.evaluations().to_string(),
+            format!("{}, the last history row's", last.evaluations),
+        );
+    }
+    let best = opt.best().1;
+    if best.to_bits() != last.best_so_far.to_bits() {
+        return field(
+            "best_fitness",
+            best.to_string(),
+            format!("{}, the last history row's best_so_far", last.best_so_far),
+        );
+    }
+    let finite = opt.population().iter().chain(opt.archive()).all(|x| x.iter().all(|v| v.is_finite()))
+        && opt.best().0.iter().all(|v| v.is_finite())
+        && opt.fitness().iter().all(|f| f.is_finite());
+    if !finite {
+        return field("population", "non-finite values".into(), "finite vectors and fitness values".into());
+    }
+    if opt.fitness().iter().any(|f| *f < best) {
+        return field("fitness", "a value below best_fitness".into(), format!("all at least {best}"));
+    }
+    Ok(())
+}
+
+/// The first setting in which `got` differs from `want`: (name, got, want), as JSON.
+fn first_difference<T: serde::Serialize>(got: &T, want: &T) -> Option<(String, String, String)> {
+    let (g, w) = (serde_json::to_value(got).ok()?, serde_json::to_value(want).ok()?);
+    match (g.as_object(), w.as_object()) {
+        (Some(go), Some(wo)) => wo.iter().find_map(|(k, wv)| {
+            let gv = go.get(k).unwrap_or(&serde_json::Value::Null);
+            (gv != wv).then(|| (k.clone(), gv.to_string(), wv.to_string()))
+        }),
+        _ => (g != w).then(|| ("value".into(), g.to_string(), w.to_string())),
+    }
 }
