@@ -194,55 +194,211 @@ pub fn npy_bytes(p: &SoftPrompt) -> Vec<u8> {
 /// Parse a .npy file holding a 2-D little-endian f32 C-order array.
 ///
 /// # Errors
-/// Any other dtype, order, rank, version, or a truncated file.
+/// Any other dtype, order, rank, version, a shape whose size overflows or does not match the
+/// data, zero rows, a truncated file, a non-finite value.
 pub fn parse_npy(bytes: &[u8], shown: &str) -> Result<SoftPrompt> {
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
-        bail!("{shown}: not a .npy file");
+        bail!("{shown}: not a .npy file (no \\x93NUMPY magic)");
     }
     let (hlen, start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10usize),
         2 | 3 if bytes.len() >= 12 => {
             (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
         }
-        v => bail!("{shown}: unsupported .npy version {v}"),
+        v => bail!("{shown}: .npy version {v}: expected 1, 2 or 3"),
     };
-    let header = bytes
-        .get(start..start + hlen)
-        .and_then(|h| std::str::from_utf8(h).ok())
-        .ok_or_else(|| anyhow!("{shown}: truncated .npy header"))?;
-    let compact: String = header.chars().filter(|c| !c.is_whitespace()).collect();
-    if !compact.contains("'descr':'<f4'") {
-        bail!("{shown}: .npy dtype must be little-endian float32 ('<f4'), header: {}", header.trim());
+    let header = start
+        .checked_add(hlen)
+        .and_then(|end| bytes.get(start..end))
+        .ok_or_else(|| anyhow!("{shown}: .npy header of {hlen} bytes: expected it within the file's {} bytes", bytes.len()))?;
+    let header = std::str::from_utf8(header).map_err(|_| anyhow!("{shown}: .npy header: not text"))?;
+    let h = NpyHeader::parse(header).map_err(|e| anyhow!("{shown}: .npy header: {e}"))?;
+    if h.descr != "<f4" {
+        bail!("{shown}: .npy dtype '{}': expected little-endian float32 ('<f4')", crate::data::input_error::clip(&h.descr));
     }
-    if !compact.contains("'fortran_order':False") {
-        bail!("{shown}: .npy array must be in C order");
+    if h.fortran_order {
+        bail!("{shown}: .npy fortran_order True: expected C order (False)");
     }
-    let shape = compact
-        .split_once("'shape':(")
-        .and_then(|(_, rest)| rest.split_once(')'))
-        .map(|(s, _)| s)
-        .ok_or_else(|| anyhow!("{shown}: .npy header has no shape"))?;
-    let dims: Vec<usize> = shape
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>())
-        .collect::<Result<_, _>>()
-        .map_err(|_| anyhow!("{shown}: bad .npy shape ({shape})"))?;
-    if dims.len() != 2 {
-        bail!("{shown}: .npy array has shape ({shape}), expected (T, n_embd)");
+    let [rows, n_embd] = h.shape[..] else {
+        bail!("{shown}: .npy shape {:?}: expected two dimensions (T, n_embd)", h.shape);
+    };
+    if rows == 0 || n_embd == 0 {
+        bail!("{shown}: .npy shape ({rows}, {n_embd}): expected at least one row of at least one value");
     }
     let data = &bytes[start + hlen..];
-    if data.len() != dims[0] * dims[1] * 4 {
-        bail!("{shown}: .npy data has {} bytes, expected {}", data.len(), dims[0] * dims[1] * 4);
+    let want = rows.checked_mul(n_embd).and_then(|n| n.checked_mul(4));
+    if want != Some(data.len()) {
+        bail!(
+            "{shown}: .npy data of {} bytes: expected {} for shape ({rows}, {n_embd}) as float32",
+            data.len(),
+            want.map_or_else(|| "more than can be addressed".to_string(), |w| w.to_string())
+        );
     }
     let vals = data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-    SoftPrompt::new(dims[0], dims[1], vals).with_context(|| shown.to_string())
+    SoftPrompt::new(rows, n_embd, vals).with_context(|| shown.to_string())
+}
+
+/// The dictionary of a .npy header, parsed exactly: `{'descr': STR, 'fortran_order': BOOL,
+/// 'shape': (INT, ...), }`, each key once, nothing else.
+#[derive(Debug, PartialEq)]
+struct NpyHeader {
+    descr: String,
+    fortran_order: bool,
+    shape: Vec<usize>,
+}
+
+impl NpyHeader {
+    fn parse(text: &str) -> std::result::Result<NpyHeader, String> {
+        let mut p = Cursor { s: text.trim_end_matches(['\n', ' ']).as_bytes(), i: 0 };
+        p.expect(b'{')?;
+        let (mut descr, mut order, mut shape) = (None, None, None);
+        loop {
+            p.skip_ws();
+            if p.eat(b'}') {
+                break;
+            }
+            let key = p.string()?;
+            p.skip_ws();
+            p.expect(b':')?;
+            p.skip_ws();
+            match key.as_str() {
+                "descr" if descr.is_none() => descr = Some(p.string()?),
+                "fortran_order" if order.is_none() => order = Some(p.boolean()?),
+                "shape" if shape.is_none() => shape = Some(p.tuple()?),
+                k => return Err(format!("key '{}': expected each of descr, fortran_order, shape once", crate::data::input_error::clip(k))),
+            }
+            p.skip_ws();
+            if !p.eat(b',') {
+                p.skip_ws();
+                p.expect(b'}')?;
+                break;
+            }
+        }
+        p.skip_ws();
+        if p.i != p.s.len() {
+            return Err(format!("text after the dictionary at byte {}", p.i));
+        }
+        Ok(NpyHeader {
+            descr: descr.ok_or("no 'descr'")?,
+            fortran_order: order.ok_or("no 'fortran_order'")?,
+            shape: shape.ok_or("no 'shape'")?,
+        })
+    }
+}
+
+/// A byte cursor for [`NpyHeader::parse`].
+struct Cursor<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl Cursor<'_> {
+    fn skip_ws(&mut self) {
+        while self.s.get(self.i).is_some_and(|c| c.is_ascii_whitespace()) {
+            self.i += 1;
+        }
+    }
+    fn eat(&mut self, c: u8) -> bool {
+        let hit = self.s.get(self.i) == Some(&c);
+        self.i += usize::from(hit);
+        hit
+    }
+    fn expect(&mut self, c: u8) -> std::result::Result<(), String> {
+        if self.eat(c) {
+            Ok(())
+        } else {
+            Err(format!("expected '{}' at byte {}", c as char, self.i))
+        }
+    }
+    fn string(&mut self) -> std::result::Result<String, String> {
+        let q = *self.s.get(self.i).ok_or("unexpected end")?;
+        if q != b'\'' && q != b'"' {
+            return Err(format!("expected a quoted string at byte {}", self.i));
+        }
+        let start = self.i + 1;
+        let len = self.s[start..].iter().position(|&c| c == q).ok_or("unterminated string")?;
+        self.i = start + len + 1;
+        String::from_utf8(self.s[start..start + len].to_vec()).map_err(|_| "string is not UTF-8".to_string())
+    }
+    fn boolean(&mut self) -> std::result::Result<bool, String> {
+        for (word, v) in [(&b"True"[..], true), (&b"False"[..], false)] {
+            if self.s[self.i..].starts_with(word) {
+                self.i += word.len();
+                return Ok(v);
+            }
+        }
+        Err(format!("expected True or False at byte {}", self.i))
+    }
+    fn tuple(&mut self) -> std::result::Result<Vec<usize>, String> {
+        self.expect(b'(')?;
+        let mut dims = Vec::new();
+        loop {
+            self.skip_ws();
+            if self.eat(b')') {
+                return Ok(dims);
+            }
+            let start = self.i;
+            while self.s.get(self.i).is_some_and(u8::is_ascii_digit) {
+                self.i += 1;
+            }
+            let digits = std::str::from_utf8(&self.s[start..self.i]).unwrap_or("");
+            let d = digits.parse::<usize>().map_err(|_| {
+                if digits.is_empty() {
+                    format!("expected a dimension at byte {start}")
+                } else {
+                    format!("dimension {}: expected at most {}", crate::data::input_error::clip(digits), usize::MAX)
+                }
+            })?;
+            dims.push(d);
+            self.skip_ws();
+            if !self.eat(b',') {
+                self.skip_ws();
+                self.expect(b')')?;
+                return Ok(dims);
+            }
+        }
+    }
 }
 
 /// Read a safetensors file whose only (or named) 2-D f32 tensor is `prompt` or
 /// `prompt_embeddings`.
 fn load_safetensors(path: &Path) -> Result<(SoftPrompt, HashMap<String, String>)> {
     SoftPrompt::load_tensor(path, &["prompt", PEFT_TENSOR])
+}
+
+/// A PEFT adapter_config.json must describe a prompt-tuning adapter whose tensor is the one
+/// beside it: peft_type PROMPT_TUNING, num_virtual_tokens = rows, token_dim = width,
+/// num_transformer_submodules 1 (when given).
+fn check_peft_config(cfg_path: &Path, p: &SoftPrompt) -> Result<()> {
+    let shown = cfg_path.display();
+    let bytes = std::fs::read(cfg_path)
+        .with_context(|| format!("{shown}: cannot read (a PEFT adapter needs its {PEFT_CONFIG})"))?;
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| anyhow!("{shown}: not JSON ({e})"))?;
+    let Some(obj) = cfg.as_object() else {
+        bail!("{shown}: {}: expected a JSON object", crate::data::input_error::clip(&cfg.to_string()));
+    };
+    match obj.get("peft_type") {
+        Some(serde_json::Value::String(t)) if t == "PROMPT_TUNING" => {}
+        other => bail!(
+            "{shown}: peft_type {}: expected \"PROMPT_TUNING\"",
+            crate::data::input_error::clip(&other.map_or_else(|| "missing".into(), |v| v.to_string()))
+        ),
+    }
+    let count = |key: &str, want: usize, required: bool| -> Result<()> {
+        match obj.get(key) {
+            None | Some(serde_json::Value::Null) if !required => Ok(()),
+            Some(v) if v.as_u64() == Some(want as u64) => Ok(()),
+            v => bail!(
+                "{shown}: {key} {}: expected {want}, as the tensor in {PEFT_WEIGHTS} has",
+                crate::data::input_error::clip(&v.map_or_else(|| "missing".into(), |v| v.to_string()))
+            ),
+        }
+    };
+    count("num_virtual_tokens", p.rows(), true)?;
+    count("token_dim", p.n_embd(), true)?;
+    count("num_transformer_submodules", 1, false)?;
+    Ok(())
 }
 
 /// Load a soft prompt from any exported form: a deopt safetensors file, a PEFT adapter
@@ -258,17 +414,9 @@ pub fn load_any(path: &Path) -> Result<(SoftPrompt, HashMap<String, String>)> {
         if !w.is_file() {
             bail!("{shown}: a directory without {PEFT_WEIGHTS} (expected a PEFT prompt-tuning adapter)");
         }
-        let cfg_path = path.join(PEFT_CONFIG);
-        if let Ok(bytes) = std::fs::read(&cfg_path) {
-            let cfg: serde_json::Value = serde_json::from_slice(&bytes)
-                .map_err(|e| anyhow!("{}: not JSON ({e})", cfg_path.display()))?;
-            if let Some(t) = cfg.get("peft_type").and_then(|v| v.as_str()) {
-                if t != "PROMPT_TUNING" {
-                    bail!("{shown}: PEFT adapter of type {t}, expected PROMPT_TUNING");
-                }
-            }
-        }
-        return load_safetensors(&w);
+        let (p, meta) = load_safetensors(&w)?;
+        check_peft_config(&path.join(PEFT_CONFIG), &p)?;
+        return Ok((p, meta));
     }
     let mut head = [0u8; 6];
     let is_npy = {
@@ -309,7 +457,7 @@ mod tests {
         assert_eq!(b[10 + hlen - 1], b'\n');
         assert_eq!(parse_npy(&b, "x").unwrap(), p);
         let empty = SoftPrompt::new(0, 640, vec![]).unwrap();
-        assert_eq!(parse_npy(&npy_bytes(&empty), "x").unwrap(), empty);
+        assert!(parse_npy(&npy_bytes(&empty), "x").unwrap_err().to_string().contains("at least one row"));
     }
 
     #[test]
@@ -320,5 +468,37 @@ mod tests {
         b[at + 2] = b'8';
         let err = parse_npy(&b, "x").unwrap_err().to_string();
         assert!(err.contains("float32"), "{err}");
+    }
+
+    /// Bytes of a .npy file with this header dictionary and `data_len` data bytes.
+    fn npy_with(header: &str, data_len: usize) -> Vec<u8> {
+        let mut h = header.to_string();
+        h.push('\n');
+        let mut out = b"\x93NUMPY\x01\x00".to_vec();
+        out.extend_from_slice(&(h.len() as u16).to_le_bytes());
+        out.extend_from_slice(h.as_bytes());
+        out.extend(std::iter::repeat_n(0u8, data_len));
+        out
+    }
+
+    #[test]
+    fn npy_header_is_parsed_exactly() {
+        let ok = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }";
+        assert_eq!(parse_npy(&npy_with(ok, 24), "x").unwrap().rows(), 2);
+        for (header, len, needle) in [
+            ("{'descr': '<f4x', 'fortran_order': False, 'shape': (2, 3), }", 24, "dtype '<f4x'"),
+            ("{'descr': 'xx<f4', 'fortran_order': False, 'shape': (2, 3), }", 24, "dtype 'xx<f4'"),
+            ("{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904, 640), }", 0, "expected more than can be addressed"),
+            ("{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999999, 1), }", 0, "dimension 99999999999999999999999"),
+            ("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 17), }", 0, "at least one row"),
+            ("{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", 24, "key 'descr'"),
+            ("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }", 24, "C order"),
+            ("{'descr': '<f4', 'shape': (2, 3), }", 24, "no 'fortran_order'"),
+            ("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), } x", 24, "text after"),
+            ("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3, 1), }", 24, "two dimensions"),
+        ] {
+            let err = format!("{:#}", parse_npy(&npy_with(header, len), "x").unwrap_err());
+            assert!(err.contains(needle), "{header}: {err}");
+        }
     }
 }

@@ -103,11 +103,11 @@ impl SoftPrompt {
             );
         };
         if t.dtype() != Dtype::F32 {
-            bail!("{shown}: tensor '{name}' is {:?}, expected F32", t.dtype());
+            bail!("{shown}: tensor '{name}' dtype {:?}: expected F32", t.dtype());
         }
         let shape = t.shape();
-        if shape.len() != 2 {
-            bail!("{shown}: tensor '{name}' has shape {shape:?}, expected [T, n_embd]");
+        if shape.len() != 2 || shape[0] == 0 || shape[1] == 0 {
+            bail!("{shown}: tensor '{name}' shape {shape:?}: expected [T, n_embd] with T and n_embd at least 1");
         }
         let data: Vec<f32> =
             t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
@@ -117,7 +117,7 @@ impl SoftPrompt {
 
     /// Check the width against a model's.
     pub fn check_width(&self, n_embd: usize, source: &str) -> Result<()> {
-        if self.rows > 0 && self.n_embd != n_embd {
+        if self.n_embd != n_embd {
             bail!(
                 "{source}: prompt rows are {} wide but the model's embeddings are {n_embd} wide \
                  (the prompt was made for another model)",
