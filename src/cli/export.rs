@@ -19,6 +19,9 @@ pub struct ExportArgs {
     /// Output directory (created if missing)
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// Replace files of the same names in --out
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Model facts for the PEFT config, read from the run's GGUF when it is still there.
@@ -44,6 +47,7 @@ fn model_info(config: &serde_json::Value) -> ModelInfo {
 
 pub fn run(args: ExportArgs) -> Result<()> {
     let run = prompt_export::read_run(&args.run_dir)?;
+    prompt_export::refuse_existing(args.format, &args.out, args.force)?;
     let info = if args.format == Format::Peft { model_info(&run.config) } else { ModelInfo::default() };
     let info = ModelInfo {
         name: info
@@ -51,7 +55,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
             .or_else(|| run.config.pointer("/model/name").and_then(|v| v.as_str()).map(String::from)),
         ..info
     };
-    let files = prompt_export::export(&run, args.format, &args.out, &info)?;
+    let files = prompt_export::export(&run, args.format, &args.out, &info, args.force)?;
     for f in files {
         println!("{}", f.display());
     }

@@ -106,11 +106,17 @@ fn clap_error(e: &clap::Error) -> ExitCode {
     {
         e.exit();
     }
+    // clap's message, its possible values and tips, without the usage block.
     let text = e.render().to_string();
-    let first = text.lines().next().unwrap_or("invalid command line");
-    let msg = first.strip_prefix("error: ").unwrap_or(first);
-    let tip = text.lines().find_map(|l| l.trim().strip_prefix("tip: ")).map(|t| format!(" ({t})"));
-    eprintln!("deopt: {}{} (see --help)", one_line(msg), tip.unwrap_or_default());
+    let msg: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
+        .collect();
+    let msg = msg.join(" ");
+    let msg = msg.strip_prefix("error: ").unwrap_or(&msg);
+    eprintln!("deopt: {} (see --help)", one_line(msg));
     ExitCode::from(2)
 }
 

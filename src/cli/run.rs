@@ -77,6 +77,10 @@ pub struct RunArgs {
     /// Stop after this many seconds of this session (the generation in progress finishes)
     #[arg(long, value_name = "SECONDS")]
     pub time_limit: Option<f64>,
+    /// Start the run in --out even if that directory holds another run or other files (deopt's
+    /// run files there are replaced; other files are left alone)
+    #[arg(long, conflicts_with = "resume")]
+    pub force: bool,
     /// Do not write report.md and charts at the end (`deopt report DIR` writes them later)
     #[arg(long)]
     pub no_report: bool,
@@ -154,7 +158,7 @@ pub fn run(args: RunArgs, given: &[String]) -> Result<()> {
             let spec = args.spec()?;
             spec.validate().map_err(with_flags)?;
             let mut obs = ProgressObserver::new("", spec.stop.gens, args.layout.show_prompt);
-            launch::start(spec, args.out.as_deref(), &mut obs).map_err(with_flags)?
+            launch::start(spec, args.out.as_deref(), args.force, &mut obs).map_err(with_flags)?
         }
     };
     if !outcome.finished() {

@@ -104,11 +104,31 @@ pub fn run_model_path(config: &serde_json::Value) -> Option<PathBuf> {
     config.pointer("/model/path").and_then(|v| v.as_str()).map(PathBuf::from)
 }
 
+/// Refuse to replace the files an export in `format` would write into `out`, unless `force`.
+///
+/// # Errors
+/// One of them exists and `force` is not set.
+pub fn refuse_existing(format: Format, out: &Path, force: bool) -> Result<()> {
+    let names: &[&str] = match format {
+        Format::Safetensors => &[SAFETENSORS_FILE],
+        Format::Peft => &[PEFT_CONFIG, PEFT_WEIGHTS],
+        Format::Npy => &[NPY_FILE, NPY_SIDECAR],
+    };
+    match names.iter().map(|n| out.join(n)).find(|p| p.exists()) {
+        Some(p) if !force => {
+            bail!("{}: exists already: expected a new file (give --force to replace it)", p.display())
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Write `run` in `format` into directory `out` (created if missing); returns the files written.
+/// Existing files are replaced only with `force`.
 ///
 /// # Errors
 /// A directory that cannot be created or written.
-pub fn export(run: &RunPrompt, format: Format, out: &Path, info: &ModelInfo) -> Result<Vec<PathBuf>> {
+pub fn export(run: &RunPrompt, format: Format, out: &Path, info: &ModelInfo, force: bool) -> Result<Vec<PathBuf>> {
+    refuse_existing(format, out, force)?;
     std::fs::create_dir_all(out)
         .with_context(|| format!("{}: cannot create the output directory", out.display()))?;
     let p = &run.prompt;

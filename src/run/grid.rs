@@ -265,7 +265,7 @@ pub fn run_points(
         let mut obs = ProgressObserver::new(&format!("run {}/{}: ", k + 1, mine.len()), s.gens, false);
         let outcome = match state {
             RunState::Partial => launch::resume(&rd, None, &mut obs),
-            _ => launch::start(point_spec(s, point, model)?, Some(&rd), &mut obs),
+            _ => launch::start(point_spec(s, point, model)?, Some(&rd), false, &mut obs),
         }
         .map_err(|e| anyhow!("run {}: {e:#}", rd.display()))?;
         if !outcome.finished() {

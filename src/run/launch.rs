@@ -55,19 +55,73 @@ impl RunOutcome {
     }
 }
 
-/// Start a new run of `spec` in `out` (default: `results/<date>-<ISO3>-<survey>-<id>`). A
-/// directory that holds no checkpoint yet (a run killed before its first) is started afresh.
+/// Start a new run of `spec` in `out` (default: `results/<date>-<ISO3>-<survey>-<id>`). `out`
+/// must be new, empty, or hold this same spec's config.json without a checkpoint (a run
+/// killed before its first); with `force`, deopt's own run files in it are replaced and
+/// anything else is left alone.
 ///
 /// # Errors
-/// Invalid settings (before any model is loaded), a directory that already holds a run,
-/// model or engine failures.
-pub fn start(spec: RunSpec, out: Option<&Path>, observer: &mut dyn Observer) -> Result<RunOutcome> {
-    if let Some(d) = out {
-        if directory::is_run(d) {
-            bail!("{}: already holds a run (resume it instead of starting a new one)", d.display());
+/// Invalid settings (before any model is loaded), a directory that holds a run or files
+/// deopt did not write for this run (without `force`), model or engine failures.
+pub fn start(spec: RunSpec, out: Option<&Path>, force: bool, observer: &mut dyn Observer) -> Result<RunOutcome> {
+    execute(spec, Session::New(out.map(Path::to_path_buf), force), observer)
+}
+
+/// The files a run writes into its directory (reports aside).
+const RUN_FILES: [&str; 6] = [
+    directory::CONFIG,
+    directory::CHECKPOINT,
+    directory::PREV_CHECKPOINT,
+    directory::HISTORY,
+    directory::TIMING,
+    directory::BEST_PROMPT,
+];
+
+/// Whether a new run of `spec` may use `dir` (see [`start`]); with `force`, clears deopt's
+/// run files from it.
+fn claim_new_dir(dir: &Path, spec: &RunSpec, force: bool) -> Result<()> {
+    let shown = dir.display();
+    if !dir.exists() {
+        return Ok(());
+    }
+    if !dir.is_dir() {
+        bail!("--out {shown}: a file: expected a directory for the run");
+    }
+    if force {
+        for f in RUN_FILES {
+            let p = dir.join(f);
+            if p.exists() {
+                std::fs::remove_file(&p).with_context(|| format!("{}: cannot remove (--force)", p.display()))?;
+            }
+        }
+        return Ok(());
+    }
+    if directory::is_run(dir) {
+        bail!("--out {shown}: already holds a run: expected a new directory (resume it with --resume, or replace it with --force)");
+    }
+    let entries = std::fs::read_dir(dir).with_context(|| format!("--out {shown}: cannot list"))?;
+    for e in entries {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        let ours = RUN_FILES.contains(&name.as_str()) || (name.starts_with('.') && name.contains(".tmp-"));
+        if !ours {
+            bail!(
+                "--out {shown}: holds {}, which deopt did not write: expected a new or empty directory (or --force)",
+                crate::data::input_error::clip(&name)
+            );
         }
     }
-    execute(spec, Session::New(out.map(Path::to_path_buf)), observer)
+    if dir.join(directory::CONFIG).is_file() {
+        let other = RunConfig::load(dir)?;
+        if directory::spec_digest(&other.spec) != directory::spec_digest(spec) {
+            bail!(
+                "--out {shown}: holds the config.json of another run ({} {} seed {}): expected a new directory (or --force)",
+                other.spec.task.country,
+                other.spec.survey_name(),
+                other.spec.seed
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Continue the run in `dir` from its directory alone; `stop` replaces its stop conditions
@@ -108,7 +162,7 @@ pub fn resume(dir: &Path, stop: Option<StopSpec>, observer: &mut dyn Observer) -
 }
 
 enum Session {
-    New(Option<PathBuf>),
+    New(Option<PathBuf>, bool),
     Resume(PathBuf, Box<RunConfig>, Checkpoint),
 }
 
@@ -117,6 +171,9 @@ fn execute(mut spec: RunSpec, session: Session, observer: &mut dyn Observer) -> 
     let task = spec.task.load()?;
     spec.task.country = task.country.iso3.clone();
     let de = *spec.de();
+    if let Session::New(Some(d), force) = &session {
+        claim_new_dir(d, &spec, *force)?;
+    }
 
     let (resolved, model) = spec.model.load()?;
     if let Session::Resume(dir, cfg, _) = &session {
@@ -206,7 +263,7 @@ fn execute(mut spec: RunSpec, session: Session, observer: &mut dyn Observer) -> 
             directory::trim_timing(&dir, at)?;
             (dir, *cfg, ckpt, Some(at))
         }
-        Session::New(out) => {
+        Session::New(out, _) => {
             let dir = match out {
                 Some(d) => d,
                 None => directory::default_dir(
