@@ -175,7 +175,10 @@ fn execute(mut spec: RunSpec, session: Session, observer: &mut dyn Observer) -> 
         claim_new_dir(d, &spec, *force)?;
     }
 
-    let (resolved, model) = spec.model.load()?;
+    let resolved = spec.model.resolve()?;
+    let rows = spec.prompt.init.uses_rows().then_some(spec.prompt.tokens);
+    spec.model.check_sizes(&resolved, rows, de.pop)?;
+    let model = spec.model.load_resolved(&resolved)?;
     if let Session::Resume(dir, cfg, _) = &session {
         if cfg.model.sha256 != resolved.sha256 {
             bail!(

@@ -133,9 +133,64 @@ impl ModelSpec {
     /// # Errors
     /// A missing or unreadable model file, a failed fetch.
     pub fn load(&self) -> Result<(ResolvedModel, Model)> {
-        let resolved = resolve_model(self.path.as_deref(), self.precision)?;
-        let model = Model::load(&resolved.path, &ModelParams { n_gpu_layers: self.gpu_layers })?;
+        let resolved = self.resolve()?;
+        let model = self.load_resolved(&resolved)?;
         Ok((resolved, model))
+    }
+
+    /// Resolve the model file (fetching the default model if needed) without loading it.
+    ///
+    /// # Errors
+    /// A missing model file, a failed fetch.
+    pub fn resolve(&self) -> Result<ResolvedModel> {
+        Ok(resolve_model(self.path.as_deref(), self.precision)?)
+    }
+
+    /// Load a resolved model.
+    ///
+    /// # Errors
+    /// An unreadable or unsupported model file.
+    pub fn load_resolved(&self, resolved: &ResolvedModel) -> Result<Model> {
+        Ok(Model::load(&resolved.path, &ModelParams { n_gpu_layers: self.gpu_layers })?)
+    }
+
+    /// Size checks that need only the model file's metadata (its context length and width),
+    /// done before the model loads: a soft prompt must fit in the context, and a population
+    /// of `pop` prompts of `rows` rows must fit in memory.
+    ///
+    /// # Errors
+    /// The first size that cannot work, as a [`SpecError`] naming its setting.
+    pub fn check_sizes(&self, resolved: &ResolvedModel, rows: Option<usize>, pop: usize) -> Result<()> {
+        let gguf = crate::llama::GgufFile::open(&resolved.path)?;
+        let arch = gguf.architecture().unwrap_or_default();
+        let num = |key: &str| gguf.meta_str(&format!("{arch}.{key}")).and_then(|v| v.parse::<usize>().ok());
+        let (Some(n_ctx), Some(n_embd)) = (num("context_length"), num("embedding_length")) else {
+            return Ok(()); // the loader reports a model without these
+        };
+        let limit = if self.ctx > 0 { self.ctx.min(n_ctx) } else { n_ctx };
+        let Some(rows) = rows else { return Ok(()) };
+        if rows >= limit {
+            return Err(SpecError::new(
+                "tokens",
+                rows,
+                &format!("expected fewer than {limit}, the context the model allows (tokens of the item come after the prompt)"),
+            )
+            .into());
+        }
+        const MAX_BYTES: u128 = 8 << 30;
+        let bytes = pop as u128 * rows as u128 * n_embd as u128 * 4;
+        if bytes > MAX_BYTES {
+            return Err(SpecError::new(
+                "pop",
+                pop,
+                &format!(
+                    "expected at most {} prompts of {rows} x {n_embd} values (the population must fit in 8 GiB)",
+                    MAX_BYTES / (rows as u128 * n_embd as u128 * 4).max(1)
+                ),
+            )
+            .into());
+        }
+        Ok(())
     }
 
     /// Engine settings.
