@@ -189,6 +189,7 @@ fn run_wvs(args: ScoreWvsArgs) -> Result<()> {
     let survey = load::load_survey(SurveyKind::Wvs, args.survey_file.as_deref())?;
     let country = load::resolve_country(&args.country)?;
     let reference = load::wvs_target(&country, args.wvs_source)?;
+    load::check_reference(&survey, &reference)?;
     let file = answers::read_responses(&args.responses, &survey)?;
     let model: Vec<(String, ModelAnswer)> =
         file.answers.iter().map(|(id, v)| (id.clone(), ModelAnswer { value: *v, probs: None })).collect();

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use crate::data::input_error::InputError;
+use crate::data::input_error::{clip, csv_error_line, csv_error_message, csv_line, InputError};
 use crate::data::survey::Survey;
 use crate::score::metrics::parse_culturespa_answer;
 
@@ -16,9 +16,14 @@ pub struct AnswerFile {
     pub unparsable: usize,
 }
 
+/// The file's text, without a UTF-8 byte-order mark.
 fn read(path: &Path) -> Result<String, InputError> {
-    std::fs::read_to_string(path)
-        .map_err(|e| InputError::file(path.display().to_string(), format!("cannot read: {e}")))
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| InputError::file(path.display().to_string(), format!("cannot read: {e}")))?;
+    Ok(match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => text,
+    })
 }
 
 /// Read a CSV of `item,answer` rows (a header row `item,answer` is optional). Every answer must
@@ -37,18 +42,14 @@ pub fn parse_csv(source: &str, text: &str, survey: &Survey) -> Result<AnswerFile
         .from_reader(text.as_bytes());
     let mut seen = HashSet::new();
     let mut answers = Vec::new();
-    for (n, record) in reader.records().enumerate() {
-        let r = record.map_err(|e| {
-            InputError::at(
-                source,
-                e.position().map_or(0, |p| p.line() as usize),
-                format!("malformed CSV: {e}"),
-            )
-        })?;
-        let line = r.position().map_or(n + 1, |p| p.line() as usize);
+    let mut first = true;
+    for record in reader.records() {
+        let r = record.map_err(|e| InputError::at(source, csv_error_line(text, &e), csv_error_message(&e)))?;
+        let line = csv_line(text, &r);
         if r.len() == 1 && r.get(0) == Some("") {
             continue; // blank line
         }
+        let is_first = std::mem::take(&mut first);
         if r.len() != 2 {
             return Err(InputError::at(
                 source,
@@ -57,33 +58,39 @@ pub fn parse_csv(source: &str, text: &str, survey: &Survey) -> Result<AnswerFile
             ));
         }
         let (id, value) = (&r[0], &r[1]);
-        if n == 0 && value.eq_ignore_ascii_case("answer") {
+        if is_first && value.eq_ignore_ascii_case("answer") {
             continue; // header
         }
+        let id_shown = clip(id);
         let item = survey.item(id).ok_or_else(|| {
             InputError::at(
                 source,
                 line,
-                format!("item '{id}' is not in survey {} ({} items)", survey.name, survey.items.len()),
+                format!("item '{id_shown}': expected an item of survey {} ({} items)", survey.name, survey.items.len()),
             )
         })?;
         let v: f64 = value.parse().ok().filter(|v: &f64| v.is_finite()).ok_or_else(|| {
-            InputError::at(source, line, format!("item {id}: answer '{value}' is not a number"))
+            InputError::at(source, line, format!("item {id_shown}: answer '{}': expected a number", clip(value)))
         })?;
         if !item.in_range(v) {
             return Err(InputError::at(
                 source,
                 line,
-                format!("item {id}: answer {value} is outside {}..{}", item.first_code, item.last_code()),
+                format!(
+                    "item {id_shown}: answer {}: expected {}..{}",
+                    clip(value),
+                    item.first_code,
+                    item.last_code()
+                ),
             ));
         }
         if !seen.insert(item.id.clone()) {
-            return Err(InputError::at(source, line, format!("item {id} is answered twice")));
+            return Err(InputError::at(source, line, format!("item {id_shown}: answered twice: expected one answer per item")));
         }
         answers.push((item.id.clone(), v));
     }
     if answers.is_empty() {
-        return Err(InputError::file(source, "no answers (expected CSV rows 'item,answer')"));
+        return Err(InputError::file(source, "no answers: expected CSV rows 'item,answer'"));
     }
     Ok(AnswerFile { answers, unparsable: 0 })
 }
@@ -99,9 +106,12 @@ pub fn read_culturespa_json(path: &Path, survey: &Survey) -> Result<AnswerFile, 
 pub fn parse_culturespa_json(source: &str, text: &str, survey: &Survey) -> Result<AnswerFile, InputError> {
     let value: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| InputError::at(source, e.line(), format!("malformed JSON: {e}")))?;
-    let entries = value
-        .as_array()
-        .ok_or_else(|| InputError::file(source, "expected a JSON array of {\"Q_id\", \"answer\"} objects"))?;
+    let entries = value.as_array().ok_or_else(|| {
+        InputError::file(
+            source,
+            format!("JSON {}: expected an array of {{\"Q_id\", \"answer\"}} objects", clip(&value.to_string())),
+        )
+    })?;
     let mut seen = HashSet::new();
     let mut answers = Vec::new();
     let mut unparsable = 0;
@@ -111,16 +121,20 @@ pub fn parse_culturespa_json(source: &str, text: &str, survey: &Survey) -> Resul
             .get("Q_id")
             .and_then(|v| v.as_str())
             .ok_or_else(|| at("missing string field \"Q_id\"".into()))?;
-        let item =
-            survey.item(id).ok_or_else(|| at(format!("item '{id}' is not in survey {}", survey.name)))?;
+        let id_shown = clip(id);
+        let item = survey
+            .item(id)
+            .ok_or_else(|| at(format!("item '{id_shown}': expected an item of survey {}", survey.name)))?;
         if !seen.insert(item.id.clone()) {
-            return Err(at(format!("item {id} is answered twice")));
+            return Err(at(format!("item {id_shown}: answered twice: expected one answer per item")));
         }
         let answer = match e.get("answer") {
             Some(serde_json::Value::String(s)) => parse_culturespa_answer(s),
-            Some(serde_json::Value::Number(n)) => {
-                n.as_i64().and_then(|v| i32::try_from(v).ok()).filter(|v| (0..=10).contains(v))
-            }
+            // A number counts when it is a whole number 0-10, written 3 or 3.0 alike.
+            Some(serde_json::Value::Number(n)) => n
+                .as_f64()
+                .filter(|v| v.fract() == 0.0 && (0.0..=10.0).contains(v))
+                .map(|v| v as i32),
             _ => return Err(at("missing field \"answer\"".into())),
         };
         match answer {
@@ -138,7 +152,9 @@ pub fn parse_culturespa_json(source: &str, text: &str, survey: &Survey) -> Resul
 pub fn read_responses(path: &Path, survey: &Survey) -> Result<AnswerFile, InputError> {
     let text = read(path)?;
     let shown = path.display().to_string();
-    if text.trim_start().starts_with('[') {
+    // JSON: an array, object or literal (refused with a JSON message, not as bad CSV).
+    let t = text.trim();
+    if t.starts_with(['[', '{', '"']) || ["null", "true", "false"].contains(&t) {
         parse_culturespa_json(&shown, &text, survey)
     } else {
         parse_csv(&shown, &text, survey)

@@ -1,7 +1,7 @@
 //! Countries: ISO3 code, English name, aliases, and the culture adjective used in prompts.
 
 use crate::data::embedded;
-use crate::data::input_error::{csv_line, InputError};
+use crate::data::input_error::{csv_error_line, csv_error_message, csv_line, InputError};
 
 /// A country as deopt knows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -43,8 +43,8 @@ impl Countries {
         let mut reader = csv::Reader::from_reader(text.as_bytes());
         let mut list = Vec::new();
         for record in reader.records() {
-            let r = record.map_err(|e| InputError::file(source, format!("malformed CSV: {e}")))?;
-            let line = csv_line(&r);
+            let r = record.map_err(|e| InputError::at(source, csv_error_line(text, &e), csv_error_message(&e)))?;
+            let line = csv_line(text, &r);
             let field = |i: usize| r.get(i).unwrap_or("").trim().to_string();
             let iso3 = field(0).to_ascii_uppercase();
             if iso3.len() != 3 || !iso3.chars().all(|c| c.is_ascii_alphabetic()) {

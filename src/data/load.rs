@@ -80,3 +80,25 @@ pub fn wvs_target(country: &Country, choice: WvsChoice) -> Result<BTreeMap<Strin
         }
     }
 }
+
+/// An instrument must fit the reference answers it is scored with: every code the country's
+/// respondents gave to one of its items must be one of the item's option codes (a user
+/// instrument with fewer options or other codes would otherwise be scored silently wrong).
+///
+/// # Errors
+/// The first item whose reference codes fall outside its options, naming both.
+pub fn check_reference(survey: &Survey, reference: &BTreeMap<String, Distribution>) -> Result<()> {
+    for item in &survey.items {
+        let Some(d) = reference.get(&item.id.to_ascii_uppercase()) else { continue };
+        if let Some((code, _)) = d.shares.iter().find(|(c, _)| !(item.first_code..=item.last_code()).contains(c)) {
+            bail!(
+                "{}: item {}: options code {}..{}: expected them to cover code {code}, which the reference answers use",
+                survey.source,
+                crate::data::input_error::clip(&item.id),
+                item.first_code,
+                item.last_code()
+            );
+        }
+    }
+    Ok(())
+}

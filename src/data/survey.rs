@@ -12,7 +12,14 @@ use std::str::FromStr;
 
 use crate::data::dimension::Dimension;
 use crate::data::embedded;
-use crate::data::input_error::{csv_line, InputError};
+use crate::data::input_error::{clip, csv_error_line, csv_error_message, csv_line, InputError};
+
+/// Most answer options an item may have.
+pub const MAX_OPTIONS: usize = 100;
+/// Codes an item's first option may have (so every code and sum of codes stays in range).
+pub const CODE_RANGE: std::ops::RangeInclusive<i32> = -1_000_000..=1_000_000;
+/// Largest coefficient (absolute) of an item in an index formula; Hofstede's are 25 or less.
+pub const MAX_COEFFICIENT: f64 = 1e6;
 
 /// The instruments shipped with deopt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -104,6 +111,7 @@ impl Survey {
 
     /// Parse instrument CSV text; `source` names it in errors.
     pub fn parse(source: &str, text: &str) -> Result<Survey, InputError> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(text.as_bytes());
         let headers = reader
             .headers()
@@ -126,37 +134,52 @@ impl Survey {
         let mut items = Vec::new();
         let mut index = HashMap::new();
         for record in reader.records() {
-            let record = record.map_err(|e| {
-                let line = e.position().map_or(0, |p| p.line() as usize);
-                InputError::at(source, line, format!("malformed CSV: {e}"))
-            })?;
-            let line = csv_line(&record);
+            let record = record
+                .map_err(|e| InputError::at(source, csv_error_line(text, &e), csv_error_message(&e)))?;
+            let line = csv_line(text, &record);
             let get = |c: Option<usize>| c.and_then(|c| record.get(c)).map(str::trim).unwrap_or("");
             let id = get(Some(c_id)).to_string();
             if id.is_empty() {
                 return Err(InputError::at(source, line, "empty item id"));
             }
+            let id_shown = clip(&id);
             let options: Vec<String> = get(Some(c_opts)).split('|').map(|o| o.trim().to_string()).collect();
-            if options.len() < 2 || options.iter().any(String::is_empty) {
+            if options.len() < 2 || options.len() > MAX_OPTIONS || options.iter().any(String::is_empty) {
                 return Err(InputError::at(
                     source,
                     line,
-                    format!("item {id}: options must be two or more non-empty labels separated by ' | '"),
+                    format!(
+                        "item {id_shown}: options: {} labels: expected 2 to {MAX_OPTIONS} non-empty labels separated by ' | '",
+                        options.iter().filter(|o| !o.is_empty()).count()
+                    ),
                 ));
             }
             let first_code = match get(c_first) {
                 "" => 1,
-                s => s.parse::<i32>().map_err(|_| {
-                    InputError::at(source, line, format!("item {id}: first_code '{s}' is not an integer"))
+                s => s.parse::<i32>().ok().filter(|c| CODE_RANGE.contains(c)).ok_or_else(|| {
+                    InputError::at(
+                        source,
+                        line,
+                        format!(
+                            "item {id_shown}: first_code '{}': expected an integer in {}..={}",
+                            clip(s),
+                            CODE_RANGE.start(),
+                            CODE_RANGE.end()
+                        ),
+                    )
                 })?,
             };
             let term = match (get(c_dim), get(c_coef)) {
                 ("", "") => None,
                 (d, c) if !d.is_empty() && !c.is_empty() => {
                     let dim = Dimension::from_str(d)
-                        .map_err(|e| InputError::at(source, line, format!("item {id}: {e}")))?;
-                    let coef = c.parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(|| {
-                        InputError::at(source, line, format!("item {id}: coefficient '{c}' is not a number"))
+                        .map_err(|e| InputError::at(source, line, format!("item {id_shown}: {}", clip(&e))))?;
+                    let coef = c.parse::<f64>().ok().filter(|v| v.abs() <= MAX_COEFFICIENT).ok_or_else(|| {
+                        InputError::at(
+                            source,
+                            line,
+                            format!("item {id_shown}: coefficient '{}': expected a number within +-{MAX_COEFFICIENT}", clip(c)),
+                        )
                     })?;
                     Some((dim, coef))
                 }
@@ -164,7 +187,7 @@ impl Survey {
                     return Err(InputError::at(
                         source,
                         line,
-                        format!("item {id}: dimension and coefficient must be given together"),
+                        format!("item {id_shown}: dimension and coefficient must be given together"),
                     ))
                 }
             };
@@ -175,13 +198,13 @@ impl Survey {
                     return Err(InputError::at(
                         source,
                         line,
-                        format!("item {id}: ordinal '{s}' must be 0 or 1"),
+                        format!("item {id_shown}: ordinal '{}': expected 0 or 1", clip(s)),
                     ))
                 }
             };
             let key = id.to_ascii_uppercase();
             if index.insert(key, items.len()).is_some() {
-                return Err(InputError::at(source, line, format!("duplicate item id '{id}'")));
+                return Err(InputError::at(source, line, format!("item id '{id_shown}': expected each id once")));
             }
             items.push(Item {
                 id,

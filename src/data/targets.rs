@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::data::dimension::{DimVec, Dimension};
 use crate::data::embedded;
-use crate::data::input_error::{csv_line, InputError};
+use crate::data::input_error::{csv_error_line, csv_error_message, csv_line, InputError};
 
 /// Where a Hofstede cell comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -85,8 +85,8 @@ impl Hofstede {
         }
         let mut rows = Vec::new();
         for record in reader.records() {
-            let r = record.map_err(|e| InputError::file(source, format!("malformed CSV: {e}")))?;
-            let line = csv_line(&r);
+            let r = record.map_err(|e| InputError::at(source, csv_error_line(text, &e), csv_error_message(&e)))?;
+            let line = csv_line(text, &r);
             let estimated = r.get(c_flag) == Some("1");
             let mut cells = [None; 6];
             for (i, (cv, cs)) in value_cols.iter().enumerate() {
@@ -216,8 +216,8 @@ impl Wvs {
         // (country, item) -> pairs in file order
         let mut pairs: BTreeMap<(String, String), Vec<(i32, f64)>> = BTreeMap::new();
         for record in reader.records() {
-            let r = record.map_err(|e| InputError::file(source, format!("malformed CSV: {e}")))?;
-            let line = csv_line(&r);
+            let r = record.map_err(|e| InputError::at(source, csv_error_line(text, &e), csv_error_message(&e)))?;
+            let line = csv_line(text, &r);
             let bad = |what: &str| InputError::at(source, line, format!("bad {what}"));
             let country = r.get(0).ok_or_else(|| bad("country"))?.to_string();
             let item = r.get(1).ok_or_else(|| bad("item"))?.to_ascii_uppercase();
@@ -251,11 +251,11 @@ impl Wvs {
         let mut iso3 = None::<String>;
         let mut counts: Vec<BTreeMap<i32, u64>> = vec![BTreeMap::new(); items.len()];
         for record in reader.records() {
-            let r = record.map_err(|e| InputError::file(source, format!("malformed CSV: {e}")))?;
+            let r = record.map_err(|e| InputError::at(source, csv_error_line(text, &e), csv_error_message(&e)))?;
             if r.get(0).is_some_and(|s| s.starts_with("Avg")) {
                 continue;
             }
-            let line = csv_line(&r);
+            let line = csv_line(text, &r);
             let code = r.get(c_iso).unwrap_or("").to_string();
             match &iso3 {
                 None => iso3 = Some(code),

@@ -96,7 +96,9 @@ impl TaskSpec {
                 loss: self.loss,
             },
             SurveyKind::Wvs => {
-                Target::Wvs { reference: load::wvs_target(&country, self.wvs_source)?, metric: self.metric }
+                let reference = load::wvs_target(&country, self.wvs_source)?;
+                load::check_reference(&survey, &reference)?;
+                Target::Wvs { reference, metric: self.metric }
             }
         };
         Ok(Task { survey, country, target, mode: self.answers })

@@ -33,24 +33,34 @@ impl FromStr for Constants {
 
     /// `50` (all six), or `PDI=20,IDV=50,...` (unnamed dimensions keep the default).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        use crate::data::input_error::clip;
         let parse_num = |v: &str| {
             v.trim()
                 .parse::<f64>()
                 .ok()
-                .filter(|x| x.is_finite())
-                .ok_or_else(|| format!("'{v}' is not a number"))
+                .filter(|x| x.abs() <= MAX_CONSTANT)
+                .ok_or_else(|| format!("'{}': expected a number within +-{MAX_CONSTANT}", clip(v)))
         };
         if !s.contains('=') {
             return Ok(Constants([parse_num(s)?; 6]));
         }
         let mut c = Constants::default();
+        let mut given = [false; 6];
         for part in s.split(',') {
-            let (d, v) = part.split_once('=').ok_or_else(|| format!("'{part}' should look like PDI=50"))?;
-            c.0[Dimension::from_str(d)?.index()] = parse_num(v)?;
+            let (d, v) =
+                part.split_once('=').ok_or_else(|| format!("'{}': expected DIM=NUMBER, e.g. PDI=50", clip(part)))?;
+            let i = Dimension::from_str(d)?.index();
+            if std::mem::replace(&mut given[i], true) {
+                return Err(format!("{}: given twice: expected each dimension once", Dimension::ALL[i]));
+            }
+            c.0[i] = parse_num(v)?;
         }
         Ok(c)
     }
 }
+
+/// Largest index constant (absolute) `--constants` accepts; Hofstede's scale is 0-100.
+pub const MAX_CONSTANT: f64 = 1e6;
 
 impl std::fmt::Display for Constants {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -187,6 +197,10 @@ pub fn dimension_loss(model: &DimVec, target: &DimVec, kind: LossKind) -> Result
         return Err("no dimension has both a model index and a target score".into());
     }
     let loss = if kind == LossKind::L2 { acc.sqrt() } else { acc };
+    if !loss.is_finite() {
+        // Only reachable through extreme coefficients or constants; never report it as a score.
+        return Err(format!("loss {loss}: expected a finite number (check the survey's coefficients and --constants)"));
+    }
     Ok(DimensionLoss { loss, kind, used, skipped })
 }
 
