@@ -156,7 +156,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 )?;
             }
             let used: Vec<&str> = l.used.iter().map(|d| d.code()).collect();
-            writeln!(out, "loss ({loss:?} over {}): {:.4}", used.join(" "), l.loss)?;
+            writeln!(out, "loss ({loss} over {}): {:.4}", used.join(" "), l.loss)?;
             for s in &l.skipped {
                 writeln!(out, "skipped {}: {}", s.dimension, s.reason)?;
             }

@@ -24,6 +24,10 @@ pub mod sweep;
 #[derive(Debug, Parser)]
 #[command(name = "deopt", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
+    /// Show llama.cpp's own log messages on stderr (otherwise an error of llama.cpp is quoted in
+    /// deopt's one-line error)
+    #[arg(long, global = true)]
+    pub verbose: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -81,7 +85,8 @@ pub fn main() -> ExitCode {
                     return ExitCode::SUCCESS;
                 }
             }
-            eprintln!("deopt: {}", one_line(&format!("{err:#}")));
+            let quoted = crate::llama::last_error().map(|m| format!(" (llama.cpp: {m})")).unwrap_or_default();
+            eprintln!("deopt: {}", one_line(&format!("{err:#}{quoted}")));
             ExitCode::from(1)
         }
     }
@@ -150,6 +155,9 @@ fn explicit_flags(m: &ArgMatches) -> Vec<String> {
 /// # Errors
 /// The command's error.
 pub fn run(cli: Cli, given: &[String]) -> anyhow::Result<()> {
+    if cli.verbose {
+        crate::llama::set_log_verbose(true);
+    }
     match cli.command {
         Command::Countries(args) => countries::run(args),
         Command::Score(args) => score::run(args),

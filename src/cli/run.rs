@@ -90,7 +90,7 @@ pub struct RunArgs {
 const RESUME_FLAGS: [&str; 6] = ["resume", "gens", "max_evals", "target_fitness", "stagnation", "time_limit"];
 
 /// Flags that change what is shown, not the run: allowed with `--resume` too.
-const DISPLAY_FLAGS: [&str; 2] = ["no_report", "show_prompt"];
+const DISPLAY_FLAGS: [&str; 3] = ["no_report", "show_prompt", "verbose"];
 
 impl RunArgs {
     /// The stop conditions of these flags.

@@ -178,7 +178,7 @@ fn run_vsm(args: ScoreVsmArgs) -> Result<()> {
         )?;
     }
     let used: Vec<&str> = loss.used.iter().map(|d| d.code()).collect();
-    writeln!(out, "loss ({:?} over {}): {:.4}", args.loss, used.join(" "), loss.loss)?;
+    writeln!(out, "loss ({} over {}): {:.4}", args.loss, used.join(" "), loss.loss)?;
     for (d, reason) in &skipped {
         writeln!(out, "skipped {d}: {reason}")?;
     }

@@ -19,8 +19,9 @@ static LAST_LEVEL: AtomicU32 = AtomicU32::new(sys::GGML_LOG_LEVEL_INFO);
 /// initialisation explicit. Idempotent and thread-safe. The backend is never freed (it lives
 /// as long as the process).
 ///
-/// Log messages below error level are dropped unless the environment variable
-/// `DEOPT_LLAMA_LOG` is `1` (or [`set_log_verbose`] turned them on).
+/// Log messages are kept off stderr unless the environment variable `DEOPT_LLAMA_LOG` is `1`
+/// (or [`set_log_verbose`] turned them on): messages below error level are dropped, errors are
+/// kept (the last few) for [`last_error`], so deopt's own one-line error can quote them.
 pub fn init_backend() {
     INIT.call_once(|| {
         if std::env::var("DEOPT_LLAMA_LOG").is_ok_and(|v| v == "1") {
@@ -43,6 +44,18 @@ pub fn set_log_verbose(verbose: bool) {
     VERBOSE.store(verbose, Ordering::Relaxed);
 }
 
+/// llama.cpp's error messages of this process not shown on stderr, the latest last (at most
+/// [`KEPT_ERRORS`]).
+static ERRORS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+/// How many error messages [`ERRORS`] keeps.
+const KEPT_ERRORS: usize = 8;
+
+/// The last error message llama.cpp logged (and deopt kept off stderr), as one trimmed line.
+pub fn last_error() -> Option<String> {
+    let kept = ERRORS.lock().ok()?;
+    kept.iter().rev().map(|m| m.trim()).find(|m| !m.is_empty()).map(|m| m.replace('\n', " "))
+}
+
 /// Receives every llama.cpp and ggml log message. Must never unwind into C.
 unsafe extern "C" fn log_callback(level: sys::ggml_log_level, text: *const c_char, _: *mut c_void) {
     let level = if level == sys::GGML_LOG_LEVEL_CONT {
@@ -51,13 +64,27 @@ unsafe extern "C" fn log_callback(level: sys::ggml_log_level, text: *const c_cha
         LAST_LEVEL.store(level, Ordering::Relaxed);
         level
     };
-    let show = level >= sys::GGML_LOG_LEVEL_ERROR || VERBOSE.load(Ordering::Relaxed);
-    if !show || text.is_null() {
+    if text.is_null() {
         return;
     }
     // SAFETY: llama.cpp passes a valid NUL-terminated string that lives for the duration of
     // this call; null was excluded above.
     let bytes = unsafe { CStr::from_ptr(text) }.to_bytes();
+    if !VERBOSE.load(Ordering::Relaxed) {
+        if level >= sys::GGML_LOG_LEVEL_ERROR {
+            if let Ok(mut kept) = ERRORS.lock() {
+                let text = String::from_utf8_lossy(bytes);
+                match kept.last_mut() {
+                    Some(last) if !last.ends_with('\n') => last.push_str(&text),
+                    _ => kept.push(text.into_owned()),
+                }
+                if kept.len() > KEPT_ERRORS {
+                    kept.remove(0);
+                }
+            }
+        }
+        return;
+    }
     // Errors writing to stderr cannot be reported anywhere; ignoring them keeps this panic-free.
     let _ = std::io::stderr().lock().write_all(bytes);
 }

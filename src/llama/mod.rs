@@ -29,7 +29,7 @@ mod error;
 mod gguf;
 mod model;
 
-pub use backend::{init_backend, set_log_verbose};
+pub use backend::{init_backend, last_error, set_log_verbose};
 pub use batch::{EmbdBatch, TokenBatch};
 pub use context::{Context, ContextParams};
 pub use error::{DecodeError, LlamaError};

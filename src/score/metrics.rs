@@ -151,6 +151,17 @@ pub enum LossKind {
     L1,
 }
 
+impl std::fmt::Display for LossKind {
+    /// The name the command line and config.json use (`l2`, `squared-l2`, `l1`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LossKind::L2 => "l2",
+            LossKind::SquaredL2 => "squared-l2",
+            LossKind::L1 => "l1",
+        })
+    }
+}
+
 /// A dimension that was left out of the loss, and why.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Skipped {
