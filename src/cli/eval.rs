@@ -47,22 +47,47 @@ pub struct EvalArgs {
     pub layout: LayoutArgs,
 }
 
-pub fn run(args: EvalArgs) -> Result<()> {
+/// Refuse flags given on the command line that would do nothing in this mode.
+fn check_flags_apply(args: &EvalArgs, given: &[String]) -> Result<()> {
+    let random_soft = args.prompt.is_none() && args.baseline == Some(Baseline::RandomSoft);
+    for (id, applies, when) in [
+        ("tokens", random_soft, "--baseline random-soft"),
+        ("seed", random_soft, "--baseline random-soft"),
+        ("max_tokens", args.task.answers == AnswerMode::Generate, "--answers generate"),
+    ] {
+        if !applies && given.iter().any(|g| g == id) {
+            bail!("{}: has no effect here: expected only with {when}", super::run::flag(id));
+        }
+    }
+    if random_soft && args.tokens == 0 {
+        bail!("--tokens 0: expected at least one row for a random soft prompt");
+    }
+    Ok(())
+}
+
+/// Run `deopt eval`; `given` are the clap ids of the flags on the command line.
+///
+/// # Errors
+/// Bad flags or files (before the model loads), model or engine failures.
+pub fn run(args: EvalArgs, given: &[String]) -> Result<()> {
+    check_flags_apply(&args, given)?;
     let task = args.task.task()?;
+    // A prompt file is read and checked before the model loads.
+    let file_prompt = match &args.prompt {
+        Some(path) => Some(crate::output::prompt_export::load_any(path)?.0),
+        None => None,
+    };
     let (resolved, model) = args.model.load()?;
     let n_embd = model.n_embd_inp();
     let base = args.layout.layout();
     let baseline = if args.prompt.is_some() { None } else { Some(args.baseline.unwrap_or(Baseline::None)) };
     let (layout, prompt, what) = match (&args.prompt, baseline) {
         (Some(path), _) => {
-            let (p, _meta) = crate::output::prompt_export::load_any(path)?;
+            let p = file_prompt.expect("read above");
             p.check_width(n_embd, &path.display().to_string())?;
             (base, p, format!("soft prompt {} ({} rows)", path.display(), 0))
         }
         (None, Some(Baseline::RandomSoft)) => {
-            if args.tokens == 0 {
-                bail!("--tokens 0: a random soft prompt needs at least one row");
-            }
             let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(args.seed);
             let p = init::draw(&model, InitKind::Vocab, args.tokens, &mut rng)?;
             (base, p, format!("baseline random-soft ({} rows, seed {})", args.tokens, args.seed))

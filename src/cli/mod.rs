@@ -161,7 +161,7 @@ pub fn run(cli: Cli, given: &[String]) -> anyhow::Result<()> {
     match cli.command {
         Command::Countries(args) => countries::run(args),
         Command::Score(args) => score::run(args),
-        Command::Eval(args) => eval::run(args),
+        Command::Eval(args) => eval::run(args, given),
         Command::Run(args) => run::run(args, given),
         Command::Report(args) => report::run(args),
         Command::Sweep(args) => sweep::run(args),
