@@ -44,7 +44,8 @@ pub fn parse_csv(source: &str, text: &str, survey: &Survey) -> Result<AnswerFile
     let mut answers = Vec::new();
     let mut first = true;
     for record in reader.records() {
-        let r = record.map_err(|e| InputError::at(source, csv_error_line(text, &e), csv_error_message(&e)))?;
+        let r =
+            record.map_err(|e| InputError::at(source, csv_error_line(text, &e), csv_error_message(&e)))?;
         let line = csv_line(text, &r);
         if r.len() == 1 && r.get(0) == Some("") {
             continue; // blank line
@@ -66,11 +67,19 @@ pub fn parse_csv(source: &str, text: &str, survey: &Survey) -> Result<AnswerFile
             InputError::at(
                 source,
                 line,
-                format!("item '{id_shown}': expected an item of survey {} ({} items)", survey.name, survey.items.len()),
+                format!(
+                    "item '{id_shown}': expected an item of survey {} ({} items)",
+                    survey.name,
+                    survey.items.len()
+                ),
             )
         })?;
         let v: f64 = value.parse().ok().filter(|v: &f64| v.is_finite()).ok_or_else(|| {
-            InputError::at(source, line, format!("item {id_shown}: answer '{}': expected a number", clip(value)))
+            InputError::at(
+                source,
+                line,
+                format!("item {id_shown}: answer '{}': expected a number", clip(value)),
+            )
         })?;
         if !item.in_range(v) {
             return Err(InputError::at(
@@ -85,7 +94,11 @@ pub fn parse_csv(source: &str, text: &str, survey: &Survey) -> Result<AnswerFile
             ));
         }
         if !seen.insert(item.id.clone()) {
-            return Err(InputError::at(source, line, format!("item {id_shown}: answered twice: expected one answer per item")));
+            return Err(InputError::at(
+                source,
+                line,
+                format!("item {id_shown}: answered twice: expected one answer per item"),
+            ));
         }
         answers.push((item.id.clone(), v));
     }
@@ -109,7 +122,10 @@ pub fn parse_culturespa_json(source: &str, text: &str, survey: &Survey) -> Resul
     let entries = value.as_array().ok_or_else(|| {
         InputError::file(
             source,
-            format!("JSON {}: expected an array of {{\"Q_id\", \"answer\"}} objects", clip(&value.to_string())),
+            format!(
+                "JSON {}: expected an array of {{\"Q_id\", \"answer\"}} objects",
+                clip(&value.to_string())
+            ),
         )
     })?;
     let mut seen = HashSet::new();
@@ -131,10 +147,9 @@ pub fn parse_culturespa_json(source: &str, text: &str, survey: &Survey) -> Resul
         let answer = match e.get("answer") {
             Some(serde_json::Value::String(s)) => parse_culturespa_answer(s),
             // A number counts when it is a whole number 0-10, written 3 or 3.0 alike.
-            Some(serde_json::Value::Number(n)) => n
-                .as_f64()
-                .filter(|v| v.fract() == 0.0 && (0.0..=10.0).contains(v))
-                .map(|v| v as i32),
+            Some(serde_json::Value::Number(n)) => {
+                n.as_f64().filter(|v| v.fract() == 0.0 && (0.0..=10.0).contains(v)).map(|v| v as i32)
+            }
             _ => return Err(at("missing field \"answer\"".into())),
         };
         match answer {

@@ -43,7 +43,8 @@ impl Countries {
         let mut reader = csv::Reader::from_reader(text.as_bytes());
         let mut list = Vec::new();
         for record in reader.records() {
-            let r = record.map_err(|e| InputError::at(source, csv_error_line(text, &e), csv_error_message(&e)))?;
+            let r = record
+                .map_err(|e| InputError::at(source, csv_error_line(text, &e), csv_error_message(&e)))?;
             let line = csv_line(text, &r);
             let field = |i: usize| r.get(i).unwrap_or("").trim().to_string();
             let iso3 = field(0).to_ascii_uppercase();

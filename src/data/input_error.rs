@@ -52,7 +52,10 @@ pub fn csv_error_line(text: &str, e: &csv::Error) -> usize {
 /// it begins; a record never starts with a line break, so skip them.
 fn record_line(text: &str, p: &csv::Position) -> usize {
     let start = p.byte() as usize;
-    let skip = text.as_bytes().get(start..).map_or(0, |b| b.iter().take_while(|&&c| c == b'\r' || c == b'\n').count());
+    let skip = text
+        .as_bytes()
+        .get(start..)
+        .map_or(0, |b| b.iter().take_while(|&&c| c == b'\r' || c == b'\n').count());
     line_at(text, start + skip)
 }
 

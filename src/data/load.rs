@@ -90,7 +90,9 @@ pub fn wvs_target(country: &Country, choice: WvsChoice) -> Result<BTreeMap<Strin
 pub fn check_reference(survey: &Survey, reference: &BTreeMap<String, Distribution>) -> Result<()> {
     for item in &survey.items {
         let Some(d) = reference.get(&item.id.to_ascii_uppercase()) else { continue };
-        if let Some((code, _)) = d.shares.iter().find(|(c, _)| !(item.first_code..=item.last_code()).contains(c)) {
+        if let Some((code, _)) =
+            d.shares.iter().find(|(c, _)| !(item.first_code..=item.last_code()).contains(c))
+        {
             bail!(
                 "{}: item {}: options code {}..{}: expected them to cover code {code}, which the reference answers use",
                 survey.source,

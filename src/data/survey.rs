@@ -172,8 +172,9 @@ impl Survey {
             let term = match (get(c_dim), get(c_coef)) {
                 ("", "") => None,
                 (d, c) if !d.is_empty() && !c.is_empty() => {
-                    let dim = Dimension::from_str(d)
-                        .map_err(|e| InputError::at(source, line, format!("item {id_shown}: {}", clip(&e))))?;
+                    let dim = Dimension::from_str(d).map_err(|e| {
+                        InputError::at(source, line, format!("item {id_shown}: {}", clip(&e)))
+                    })?;
                     let coef = c.parse::<f64>().ok().filter(|v| v.abs() <= MAX_COEFFICIENT).ok_or_else(|| {
                         InputError::at(
                             source,
@@ -204,7 +205,11 @@ impl Survey {
             };
             let key = id.to_ascii_uppercase();
             if index.insert(key, items.len()).is_some() {
-                return Err(InputError::at(source, line, format!("item id '{id_shown}': expected each id once")));
+                return Err(InputError::at(
+                    source,
+                    line,
+                    format!("item id '{id_shown}': expected each id once"),
+                ));
             }
             items.push(Item {
                 id,

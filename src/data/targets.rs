@@ -85,7 +85,8 @@ impl Hofstede {
         }
         let mut rows = Vec::new();
         for record in reader.records() {
-            let r = record.map_err(|e| InputError::at(source, csv_error_line(text, &e), csv_error_message(&e)))?;
+            let r = record
+                .map_err(|e| InputError::at(source, csv_error_line(text, &e), csv_error_message(&e)))?;
             let line = csv_line(text, &r);
             let estimated = r.get(c_flag) == Some("1");
             let mut cells = [None; 6];
@@ -216,7 +217,8 @@ impl Wvs {
         // (country, item) -> pairs in file order
         let mut pairs: BTreeMap<(String, String), Vec<(i32, f64)>> = BTreeMap::new();
         for record in reader.records() {
-            let r = record.map_err(|e| InputError::at(source, csv_error_line(text, &e), csv_error_message(&e)))?;
+            let r = record
+                .map_err(|e| InputError::at(source, csv_error_line(text, &e), csv_error_message(&e)))?;
             let line = csv_line(text, &r);
             let bad = |what: &str| InputError::at(source, line, format!("bad {what}"));
             let country = r.get(0).ok_or_else(|| bad("country"))?.to_string();
@@ -251,7 +253,8 @@ impl Wvs {
         let mut iso3 = None::<String>;
         let mut counts: Vec<BTreeMap<i32, u64>> = vec![BTreeMap::new(); items.len()];
         for record in reader.records() {
-            let r = record.map_err(|e| InputError::at(source, csv_error_line(text, &e), csv_error_message(&e)))?;
+            let r = record
+                .map_err(|e| InputError::at(source, csv_error_line(text, &e), csv_error_message(&e)))?;
             if r.get(0).is_some_and(|s| s.starts_with("Avg")) {
                 continue;
             }

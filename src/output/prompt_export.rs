@@ -127,7 +127,13 @@ pub fn refuse_existing(format: Format, out: &Path, force: bool) -> Result<()> {
 ///
 /// # Errors
 /// A directory that cannot be created or written.
-pub fn export(run: &RunPrompt, format: Format, out: &Path, info: &ModelInfo, force: bool) -> Result<Vec<PathBuf>> {
+pub fn export(
+    run: &RunPrompt,
+    format: Format,
+    out: &Path,
+    info: &ModelInfo,
+    force: bool,
+) -> Result<Vec<PathBuf>> {
     refuse_existing(format, out, force)?;
     std::fs::create_dir_all(out)
         .with_context(|| format!("{}: cannot create the output directory", out.display()))?;
@@ -227,14 +233,16 @@ pub fn parse_npy(bytes: &[u8], shown: &str) -> Result<SoftPrompt> {
         }
         v => bail!("{shown}: .npy version {v}: expected 1, 2 or 3"),
     };
-    let header = start
-        .checked_add(hlen)
-        .and_then(|end| bytes.get(start..end))
-        .ok_or_else(|| anyhow!("{shown}: .npy header of {hlen} bytes: expected it within the file's {} bytes", bytes.len()))?;
+    let header = start.checked_add(hlen).and_then(|end| bytes.get(start..end)).ok_or_else(|| {
+        anyhow!("{shown}: .npy header of {hlen} bytes: expected it within the file's {} bytes", bytes.len())
+    })?;
     let header = std::str::from_utf8(header).map_err(|_| anyhow!("{shown}: .npy header: not text"))?;
     let h = NpyHeader::parse(header).map_err(|e| anyhow!("{shown}: .npy header: {e}"))?;
     if h.descr != "<f4" {
-        bail!("{shown}: .npy dtype '{}': expected little-endian float32 ('<f4')", crate::data::input_error::clip(&h.descr));
+        bail!(
+            "{shown}: .npy dtype '{}': expected little-endian float32 ('<f4')",
+            crate::data::input_error::clip(&h.descr)
+        );
     }
     if h.fortran_order {
         bail!("{shown}: .npy fortran_order True: expected C order (False)");
@@ -285,7 +293,12 @@ impl NpyHeader {
                 "descr" if descr.is_none() => descr = Some(p.string()?),
                 "fortran_order" if order.is_none() => order = Some(p.boolean()?),
                 "shape" if shape.is_none() => shape = Some(p.tuple()?),
-                k => return Err(format!("key '{}': expected each of descr, fortran_order, shape once", crate::data::input_error::clip(k))),
+                k => {
+                    return Err(format!(
+                        "key '{}': expected each of descr, fortran_order, shape once",
+                        crate::data::input_error::clip(k)
+                    ))
+                }
             }
             p.skip_ws();
             if !p.eat(b',') {
@@ -366,7 +379,11 @@ impl Cursor<'_> {
                 if digits.is_empty() {
                     format!("expected a dimension at byte {start}")
                 } else {
-                    format!("dimension {}: expected at most {}", crate::data::input_error::clip(digits), usize::MAX)
+                    format!(
+                        "dimension {}: expected at most {}",
+                        crate::data::input_error::clip(digits),
+                        usize::MAX
+                    )
                 }
             })?;
             dims.push(d);
@@ -508,10 +525,22 @@ mod tests {
         for (header, len, needle) in [
             ("{'descr': '<f4x', 'fortran_order': False, 'shape': (2, 3), }", 24, "dtype '<f4x'"),
             ("{'descr': 'xx<f4', 'fortran_order': False, 'shape': (2, 3), }", 24, "dtype 'xx<f4'"),
-            ("{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904, 640), }", 0, "expected more than can be addressed"),
-            ("{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999999, 1), }", 0, "dimension 99999999999999999999999"),
+            (
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904, 640), }",
+                0,
+                "expected more than can be addressed",
+            ),
+            (
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999999, 1), }",
+                0,
+                "dimension 99999999999999999999999",
+            ),
             ("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 17), }", 0, "at least one row"),
-            ("{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", 24, "key 'descr'"),
+            (
+                "{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }",
+                24,
+                "key 'descr'",
+            ),
             ("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }", 24, "C order"),
             ("{'descr': '<f4', 'shape': (2, 3), }", 24, "no 'fortran_order'"),
             ("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), } x", 24, "text after"),

@@ -107,7 +107,9 @@ impl SoftPrompt {
         }
         let shape = t.shape();
         if shape.len() != 2 || shape[0] == 0 || shape[1] == 0 {
-            bail!("{shown}: tensor '{name}' shape {shape:?}: expected [T, n_embd] with T and n_embd at least 1");
+            bail!(
+                "{shown}: tensor '{name}' shape {shape:?}: expected [T, n_embd] with T and n_embd at least 1"
+            );
         }
         let data: Vec<f32> =
             t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();

@@ -63,7 +63,12 @@ impl RunOutcome {
 /// # Errors
 /// Invalid settings (before any model is loaded), a directory that holds a run or files
 /// deopt did not write for this run (without `force`), model or engine failures.
-pub fn start(spec: RunSpec, out: Option<&Path>, force: bool, observer: &mut dyn Observer) -> Result<RunOutcome> {
+pub fn start(
+    spec: RunSpec,
+    out: Option<&Path>,
+    force: bool,
+    observer: &mut dyn Observer,
+) -> Result<RunOutcome> {
     execute(spec, Session::New(out.map(Path::to_path_buf), force), observer)
 }
 
@@ -91,7 +96,8 @@ fn claim_new_dir(dir: &Path, spec: &RunSpec, force: bool) -> Result<()> {
         for f in RUN_FILES {
             let p = dir.join(f);
             if p.exists() {
-                std::fs::remove_file(&p).with_context(|| format!("{}: cannot remove (--force)", p.display()))?;
+                std::fs::remove_file(&p)
+                    .with_context(|| format!("{}: cannot remove (--force)", p.display()))?;
             }
         }
         return Ok(());

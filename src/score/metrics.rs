@@ -47,8 +47,9 @@ impl FromStr for Constants {
         let mut c = Constants::default();
         let mut given = [false; 6];
         for part in s.split(',') {
-            let (d, v) =
-                part.split_once('=').ok_or_else(|| format!("'{}': expected DIM=NUMBER, e.g. PDI=50", clip(part)))?;
+            let (d, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("'{}': expected DIM=NUMBER, e.g. PDI=50", clip(part)))?;
             let i = Dimension::from_str(d)?.index();
             if std::mem::replace(&mut given[i], true) {
                 return Err(format!("{}: given twice: expected each dimension once", Dimension::ALL[i]));
@@ -210,7 +211,9 @@ pub fn dimension_loss(model: &DimVec, target: &DimVec, kind: LossKind) -> Result
     let loss = if kind == LossKind::L2 { acc.sqrt() } else { acc };
     if !loss.is_finite() {
         // Only reachable through extreme coefficients or constants; never report it as a score.
-        return Err(format!("loss {loss}: expected a finite number (check the survey's coefficients and --constants)"));
+        return Err(format!(
+            "loss {loss}: expected a finite number (check the survey's coefficients and --constants)"
+        ));
     }
     Ok(DimensionLoss { loss, kind, used, skipped })
 }

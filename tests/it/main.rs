@@ -7,6 +7,7 @@ mod common;
 mod engine;
 mod eval;
 mod export;
+mod fuzz;
 mod generate;
 mod llama;
 mod model;
