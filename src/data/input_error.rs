@@ -81,9 +81,9 @@ pub fn line_at(text: &str, offset: usize) -> usize {
 }
 
 /// A value as it may appear in a one-line message: control characters escaped, and at most
-/// 60 characters of it (a 50 MB field is not echoed back whole).
+/// 80 characters of it (a 50 MB field is not echoed back whole).
 pub fn clip(value: &str) -> String {
-    const MAX: usize = 60;
+    const MAX: usize = 80;
     let mut out = String::new();
     for (n, c) in value.chars().enumerate() {
         if n == MAX {

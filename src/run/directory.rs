@@ -473,7 +473,7 @@ impl Checkpoint {
         let want = spec_digest(&config.spec);
         if self.spec_sha256 != want {
             bail!(
-                "{p}: spec_sha256 {}: expected {want}, the digest of the spec in {CONFIG} (the checkpoint belongs to another run)",
+                "{p}: spec_sha256 {}: expected {want}, the digest of the spec in {CONFIG} ({CONFIG} was edited, or the checkpoint belongs to another run)",
                 crate::data::input_error::clip(&self.spec_sha256)
             );
         }

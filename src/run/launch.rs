@@ -146,6 +146,14 @@ pub fn resume(dir: &Path, stop: Option<StopSpec>, observer: &mut dyn Observer) -
         );
     }
     let mut config = RunConfig::load(dir)?;
+    // The recorded spec is checked as the file's content, not as flags the user never gave.
+    let cfg_path = dir.join(directory::CONFIG);
+    config.spec.validate().map_err(|e| match e.downcast_ref::<crate::run::spec::SpecError>() {
+        Some(se) => {
+            anyhow::anyhow!("{}: spec field {}: {}: {}", cfg_path.display(), se.field, se.value, se.expected)
+        }
+        None => e.context(cfg_path.display().to_string()),
+    })?;
     let loaded = Checkpoint::load_latest(dir)?;
     let ckpt = loaded.checkpoint;
     let source =

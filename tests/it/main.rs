@@ -4,6 +4,7 @@
 
 mod common;
 
+mod bad_input;
 mod engine;
 mod eval;
 mod export;

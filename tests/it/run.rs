@@ -1,6 +1,7 @@
 //! `deopt run` end to end with the real default model (Gemma 3 270M, F16): a run killed with
-//! SIGKILL and resumed from its directory alone ends exactly like an uninterrupted one; a
-//! finished run is extended; settings cannot change on resume; bad input is one line.
+//! SIGKILL in the middle of a checkpoint write and resumed from its directory alone ends
+//! exactly like an uninterrupted one; a finished run whose latest checkpoint is damaged is
+//! extended from the one before; settings cannot change on resume; bad input is one line.
 
 use std::path::Path;
 use std::process::{Output, Stdio};
@@ -39,31 +40,41 @@ fn sigkilled_run_resumes_from_its_directory_alone_identically() {
 
     // The uninterrupted run and the one to be killed side by side, one core each (both record
     // --threads 1, which the resume keeps).
-    let spawn = |d: &Path| {
-        deopt_cmd()
-            .args(with_out(d))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn deopt run")
+    let spawn = |d: &Path, stall: Option<&str>| {
+        let mut c = deopt_cmd();
+        c.args(with_out(d)).stdout(Stdio::null()).stderr(Stdio::null());
+        if let Some(g) = stall {
+            // The test hook: the checkpoint write of generation 2 stops halfway and waits.
+            c.env("DEOPT_TEST_STALL_CHECKPOINT", g);
+        }
+        c.spawn().expect("spawn deopt run")
     };
-    let mut uninterrupted = spawn(&straight);
-    let mut child = spawn(&killed);
-    // Killed with SIGKILL once generation 2 is in the history (no chance to clean up).
+    let mut uninterrupted = spawn(&straight, None);
+    let mut child = spawn(&killed, Some("2"));
+    // Killed with SIGKILL in the middle of writing generation 2's checkpoint (half of it is in
+    // the temporary file; no chance to clean up).
     let t0 = Instant::now();
-    while generations_done(&killed) < 3 {
+    let tmp = killed.join(format!(".checkpoint.json.tmp-{}", child.id()));
+    while !(generations_done(&killed) == 2 && tmp.metadata().is_ok_and(|m| m.len() > 0)) {
         assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
-        assert!(t0.elapsed() < Duration::from_secs(600), "no generation 2 after 10 minutes");
+        assert!(
+            t0.elapsed() < Duration::from_secs(600),
+            "no checkpoint write of generation 2 after 10 minutes"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
+    std::thread::sleep(Duration::from_millis(300));
     child.kill().unwrap(); // SIGKILL on Unix
     child.wait().unwrap();
-    let at_kill = generations_done(&killed);
-    assert!((3..5).contains(&at_kill), "killed after {at_kill} rows");
+    assert_eq!(generations_done(&killed), 2, "killed during generation 2's checkpoint write");
 
-    // Resumed with nothing but the directory.
+    // Resumed with nothing but the directory, from the last good checkpoint (generation 1).
     let o = ok(deopt(&["run", "--resume", killed.to_str().unwrap(), "--no-report"]));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("resuming at generation"));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("resuming at generation 1"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(uninterrupted.wait().unwrap().success(), "the uninterrupted run failed");
     let h = history(&straight);
     assert_eq!(h.lines().count(), 6, "header + generations 0..=4:\n{h}");
@@ -72,8 +83,19 @@ fn sigkilled_run_resumes_from_its_directory_alone_identically() {
         assert!(killed.join(f).is_file(), "{} lacks {f}", killed.display());
     }
 
-    // A finished run is extended by a new stop condition, and the new one is recorded.
+    // A finished run is extended by a new stop condition, and the new one is recorded; its
+    // latest checkpoint, damaged meanwhile, is replaced by the one before it (generation 3)
+    // with a warning, and the history still comes out identical.
+    let latest = killed.join("checkpoint.json");
+    let text = std::fs::read(&latest).unwrap();
+    std::fs::write(&latest, &text[..text.len() - 100]).unwrap();
     let o = ok(deopt(&["run", "--resume", killed.to_str().unwrap(), "--gens", "6", "--no-report"]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("deopt: warning:") && err.contains("using") && err.contains("checkpoint.prev.json"),
+        "{err}"
+    );
+    assert!(err.contains("resuming at generation 3"), "{err}");
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("6 generations"),
         "{}",

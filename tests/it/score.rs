@@ -366,7 +366,7 @@ fn bad_input_gives_one_clear_line() {
         !out.status.success() && err.lines().next().unwrap().contains("'PDI=x' for '--constants"),
         "{err}"
     );
-    assert!(err.contains("'x' is not a number"), "{err}");
+    assert!(err.contains("'x': expected a number"), "{err}");
 }
 
 #[test]
