@@ -54,9 +54,12 @@ fn resume_refused(dir: &Path, needle: &str) -> String {
     line
 }
 
+/// An edit of a checkpoint body.
+type Edit = fn(&mut serde_json::Value);
+
 #[test]
 fn resume_checks_the_checkpoint_field_by_field() {
-    let cases: [(&str, &str, fn(&mut serde_json::Value)); 9] = [
+    let cases: [(&str, &str, Edit); 9] = [
         ("empty", "history: empty", |b| b["history"] = serde_json::json!([])),
         ("gen", "optimizer generation: 3: expected 2", |b| {
             let g = b["optimizer"]["state"]["generation"].as_u64().unwrap();

@@ -304,7 +304,7 @@ fn small_gguf() -> Vec<u8> {
     b.extend(2u64.to_le_bytes());
     b.extend(0u32.to_le_bytes()); // F32
     b.extend(0u64.to_le_bytes()); // offset in the data section
-    while b.len() % 32 != 0 {
+    while !b.len().is_multiple_of(32) {
         b.push(0);
     }
     b.extend((0..8).flat_map(|i| (i as f32).to_le_bytes()));
