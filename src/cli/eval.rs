@@ -49,6 +49,10 @@ pub struct EvalArgs {
 
 /// Refuse flags given on the command line that would do nothing in this mode.
 fn check_flags_apply(args: &EvalArgs, given: &[String]) -> Result<()> {
+    args.task.check_flags_apply(given)?;
+    if args.max_tokens == 0 {
+        bail!("--max-tokens 0: expected at least one token");
+    }
     let random_soft = args.prompt.is_none() && args.baseline == Some(Baseline::RandomSoft);
     for (id, applies, when) in [
         ("tokens", random_soft, "--baseline random-soft"),
@@ -88,6 +92,13 @@ pub fn run(args: EvalArgs, given: &[String]) -> Result<()> {
             (base, p, format!("soft prompt {} ({} rows)", path.display(), 0))
         }
         (None, Some(Baseline::RandomSoft)) => {
+            if args.tokens >= model.n_ctx_train() {
+                bail!(
+                    "--tokens {}: expected fewer than {}, the model's context",
+                    args.tokens,
+                    model.n_ctx_train()
+                );
+            }
             let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(args.seed);
             let p = init::draw(&model, InitKind::Vocab, args.tokens, &mut rng)?;
             (base, p, format!("baseline random-soft ({} rows, seed {})", args.tokens, args.seed))

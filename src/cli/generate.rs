@@ -45,6 +45,9 @@ pub struct GenerateArgs {
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {
+    if args.max_tokens == 0 {
+        anyhow::bail!("--max-tokens 0: expected at least one token");
+    }
     let (prompt, meta) = crate::output::prompt_export::load_any(&args.prompt)?;
     let shown = args.prompt.display().to_string();
     if let Some(c) = &args.country {

@@ -155,6 +155,7 @@ pub fn run(args: RunArgs, given: &[String]) -> Result<()> {
             launch::resume(dir, Some(stop), &mut obs).map_err(with_flags)?
         }
         None => {
+            args.task.check_flags_apply(given)?;
             let spec = args.spec()?;
             spec.validate().map_err(with_flags)?;
             let mut obs = ProgressObserver::new("", spec.stop.gens, args.layout.show_prompt);
@@ -200,12 +201,7 @@ fn resume_stop(args: &RunArgs, dir: &Path, given: &[String]) -> Result<StopSpec>
         );
     }
     if !directory::is_run(dir) {
-        bail!(
-            "--resume {}: not a deopt run directory (no {} and {})",
-            dir.display(),
-            directory::CONFIG,
-            directory::CHECKPOINT
-        );
+        bail!("--resume {}", directory::not_a_run(dir));
     }
     let mut stop = RunConfig::load(dir)?.spec.stop;
     let is = |id: &str| given.iter().any(|g| g == id);

@@ -49,6 +49,26 @@ impl TaskArgs {
     ///
     /// # Errors
     /// No `--country`.
+    /// Refuse flags given on the command line (`given`: clap ids) that do nothing for the
+    /// chosen survey: the VSM13 index settings on WVS, the WVS metric and source on VSM13.
+    ///
+    /// # Errors
+    /// The first such flag.
+    pub fn check_flags_apply(&self, given: &[String]) -> Result<()> {
+        let (others, applies) = match self.survey {
+            SurveyKind::Vsm13 => (["metric", "wvs_source"], "--survey wvs"),
+            SurveyKind::Wvs => (["constants", "loss"], "--survey vsm13"),
+        };
+        if let Some(id) = others.iter().find(|id| given.iter().any(|g| g == *id)) {
+            anyhow::bail!(
+                "--{}: has no effect on --survey {}: expected only with {applies}",
+                id.replace('_', "-"),
+                serde_json::to_value(self.survey)?.as_str().unwrap_or("?")
+            );
+        }
+        Ok(())
+    }
+
     pub fn spec(&self) -> Result<TaskSpec> {
         let country = self.country.as_deref().ok_or_else(|| anyhow!("--country is required"))?;
         Ok(TaskSpec {

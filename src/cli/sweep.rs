@@ -94,8 +94,8 @@ fn settings(args: &SweepArgs) -> Result<(SweepSettings, Option<(usize, usize)>)>
     let mutation = grid::parse_grid("--mutation", &args.mutation, 0.0, true, 2.0)?;
     let recombination = grid::parse_grid("--recombination", &args.recombination, 0.0, false, 1.0)?;
     let strategy: Strategy = args.strategy.parse()?;
-    if args.repeats == 0 {
-        bail!("--repeats 0: expected at least one run per cell");
+    if args.repeats == 0 || args.repeats > 10_000 {
+        bail!("--repeats {}: expected 1 to 10000 runs per cell", args.repeats);
     }
     let shard = match args.shard.as_deref() {
         None => None,

@@ -63,8 +63,14 @@ pub fn wvs_target(country: &Country, choice: WvsChoice) -> Result<BTreeMap<Strin
     match wvs.for_country(&country.iso3, choice) {
         Some(t) => Ok(t),
         None => {
-            let mut have = wvs.countries(WvsSource::CultureSpa);
-            have.extend(wvs.countries(WvsSource::CultureLlm));
+            // Those the chosen data set covers.
+            let mut have = Vec::new();
+            if matches!(choice, WvsChoice::Auto | WvsChoice::Merged | WvsChoice::Culturespa) {
+                have.extend(wvs.countries(WvsSource::CultureSpa));
+            }
+            if matches!(choice, WvsChoice::Auto | WvsChoice::Merged | WvsChoice::Culturellm) {
+                have.extend(wvs.countries(WvsSource::CultureLlm));
+            }
             have.sort();
             have.dedup();
             bail!(

@@ -491,7 +491,7 @@ impl Optimizer {
             st.initial_population_size
         };
         if n < min || n > st.initial_population_size {
-            return bad(format!("population of {n} outside {min}..={}", st.initial_population_size));
+            return bad(format!("population of {n}: expected {min} to {}", st.initial_population_size));
         }
         if let Some(i) = st
             .population
@@ -505,6 +505,11 @@ impl Optimizer {
         let expected_fitness = if st.initialized { n } else { 0 };
         if st.fitness.len() != expected_fitness {
             return bad(format!("{} fitness values for {expected_fitness} expected", st.fitness.len()));
+        }
+        // An all-zero xoshiro state yields zeros for ever (and sampling loops would not end).
+        let rng = serde_json::to_value(&st.rng).unwrap_or_default();
+        if rng.get("s").and_then(|s| s.as_array()).is_some_and(|s| s.iter().all(|v| v.as_u64() == Some(0))) {
+            return bad("rng state all zero: expected the state of a seeded generator".into());
         }
         let ok = match (&st.adaptation, self.config.strategy) {
             (Adaptation::Fixed, s) => !s.is_adaptive() && s != Strategy::Random,

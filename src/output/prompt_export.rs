@@ -87,6 +87,13 @@ pub fn read_run(dir: &Path) -> Result<RunPrompt> {
     let config: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| anyhow!("{}: not a deopt run config ({e})", cfg_path.display()))?;
     let (prompt, meta) = SoftPrompt::load(&best)?;
+    for (key, have) in [("rows", prompt.rows()), ("n_embd", prompt.n_embd())] {
+        let want =
+            config.get(key).or_else(|| config.pointer(&format!("/model/{key}"))).and_then(|v| v.as_u64());
+        if let Some(w) = want.filter(|&w| w != have as u64) {
+            bail!("{}: {key} {have}: expected {w}, as {} says", best.display(), cfg_path.display());
+        }
+    }
     let mut metadata: BTreeMap<String, String> = meta.into_iter().collect();
     metadata.insert("run_dir".into(), dir.display().to_string());
     if let Some(name) = config.pointer("/model/name").and_then(|v| v.as_str()) {
@@ -451,7 +458,7 @@ pub fn load_any(path: &Path) -> Result<(SoftPrompt, HashMap<String, String>)> {
         if !w.is_file() {
             bail!("{shown}: a directory without {PEFT_WEIGHTS} (expected a PEFT prompt-tuning adapter)");
         }
-        let (p, meta) = load_safetensors(&w)?;
+        let (p, meta) = SoftPrompt::load_tensor(&w, &[PEFT_TENSOR])?;
         check_peft_config(&path.join(PEFT_CONFIG), &p)?;
         return Ok((p, meta));
     }

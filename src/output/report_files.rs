@@ -481,14 +481,9 @@ fn file_name(p: &Path) -> String {
 /// `dir` is not a run, or drawing or I/O fails.
 pub fn write_run_report(dir: &Path, view: Option<&EngineView>) -> Result<Vec<PathBuf>> {
     if !directory::is_run(dir) {
-        anyhow::bail!(
-            "{}: not a deopt run directory (no {} and {})",
-            dir.display(),
-            directory::CONFIG,
-            directory::CHECKPOINT
-        );
+        anyhow::bail!("{}", directory::not_a_run(dir));
     }
-    let cfg = RunConfig::load(dir)?;
+    let cfg = RunConfig::load_checked(dir)?;
     let ckpt = Checkpoint::load(dir)?;
     let h = &ckpt.history;
     let last = h.last().ok_or_else(|| anyhow!("{}: the run has no generation yet", dir.display()))?;

@@ -90,10 +90,10 @@ impl SoftPrompt {
         let shown = path.display();
         let bytes = std::fs::read(path).with_context(|| format!("{shown}: cannot read prompt file"))?;
         let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-            .map_err(|e| anyhow!("{shown}: not a safetensors file ({e:?})"))?;
+            .map_err(|e| anyhow!("{shown}: not a safetensors file ({})", safetensors_reason(&e)))?;
         let meta = header.metadata().clone().unwrap_or_default();
         let st = safetensors::SafeTensors::deserialize(&bytes)
-            .map_err(|e| anyhow!("{shown}: not a safetensors file ({e:?})"))?;
+            .map_err(|e| anyhow!("{shown}: not a safetensors file ({})", safetensors_reason(&e)))?;
         let Some((name, t)) = names.iter().find_map(|n| st.tensor(n).ok().map(|t| (*n, t))) else {
             let wanted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
             bail!(
@@ -114,6 +114,15 @@ impl SoftPrompt {
         let data: Vec<f32> =
             t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         let p = SoftPrompt::new(shape[0], shape[1], data).with_context(|| format!("{shown}"))?;
+        // deopt's own metadata must describe the tensor it sits beside.
+        for (key, want) in [("rows", shape[0]), ("n_embd", shape[1])] {
+            if let Some(v) = meta.get(key).filter(|v| v.parse::<usize>().ok() != Some(want)) {
+                bail!(
+                    "{shown}: metadata {key} '{}': expected {want}, as tensor '{name}' has",
+                    crate::data::input_error::clip(v)
+                );
+            }
+        }
         Ok((p, meta))
     }
 
@@ -127,5 +136,25 @@ impl SoftPrompt {
             );
         }
         Ok(())
+    }
+}
+
+/// A safetensors error in words (the crate's own Display prints its variant names).
+fn safetensors_reason(e: &safetensors::SafeTensorError) -> String {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::HeaderTooSmall | E::InvalidHeaderLength => "shorter than its header says".into(),
+        E::HeaderTooLarge => "header larger than 100 MB".into(),
+        E::InvalidHeader | E::InvalidHeaderStart | E::InvalidHeaderDeserialization => {
+            "header is not the expected JSON".into()
+        }
+        E::JsonError(j) => format!("header is not the expected JSON: {j}"),
+        E::MetadataIncompleteBuffer => "tensor data does not fill the file".into(),
+        E::ValidationOverflow | E::TensorInvalidInfo | E::InvalidTensorView(..) => {
+            "a tensor's shape, type and offsets do not fit together".into()
+        }
+        E::InvalidOffset(t) => format!("tensor '{}' has invalid offsets", crate::data::input_error::clip(t)),
+        E::TensorNotFound(t) => format!("no tensor '{}'", crate::data::input_error::clip(t)),
+        E::IoError(io) => io.to_string(),
     }
 }

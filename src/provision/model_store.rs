@@ -75,6 +75,12 @@ pub enum ModelError {
         #[source]
         source: std::io::Error,
     },
+    /// A model given by path is a directory.
+    #[error("--model {}: a directory: expected a GGUF file", path.display())]
+    ModelIsDirectory {
+        /// The path given.
+        path: PathBuf,
+    },
     /// A model given by path does not exist.
     #[error("model file {} does not exist", path.display())]
     ModelMissing {
@@ -183,6 +189,9 @@ pub struct ResolvedModel {
 pub fn resolve_model(model: Option<&Path>, precision: Precision) -> Result<ResolvedModel, ModelError> {
     match model {
         Some(path) => {
+            if path.is_dir() {
+                return Err(ModelError::ModelIsDirectory { path: path.to_path_buf() });
+            }
             if !path.is_file() {
                 return Err(ModelError::ModelMissing { path: path.to_path_buf() });
             }

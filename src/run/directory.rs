@@ -113,6 +113,23 @@ impl RunConfig {
             .map_err(|e| anyhow::anyhow!("{}: not a deopt run config ({e})", path.display()))
     }
 
+    /// [`RunConfig::load`], then the recorded spec checked as the file's content (errors name
+    /// config.json and the spec field, not a flag nobody gave).
+    ///
+    /// # Errors
+    /// As `load`, or a spec value out of range.
+    pub fn load_checked(dir: &Path) -> Result<RunConfig> {
+        let config = RunConfig::load(dir)?;
+        let path = dir.join(CONFIG);
+        config.spec.validate().map_err(|e| match e.downcast_ref::<crate::run::spec::SpecError>() {
+            Some(se) => {
+                anyhow::anyhow!("{}: spec field {}: {}: {}", path.display(), se.field, se.value, se.expected)
+            }
+            None => e.context(path.display().to_string()),
+        })?;
+        Ok(config)
+    }
+
     /// Write `dir/config.json` atomically.
     ///
     /// # Errors
@@ -644,6 +661,20 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Why `dir` is not a run, as a message: what is missing.
+pub fn not_a_run(dir: &Path) -> String {
+    let shown = dir.display();
+    if !dir.is_dir() {
+        format!("{shown}: no such directory: expected a deopt run directory")
+    } else if !dir.join(CONFIG).is_file() {
+        format!("{shown}: no {CONFIG}: expected a deopt run directory")
+    } else {
+        format!(
+            "{shown}: no {CHECKPOINT}: expected a run with at least one generation (this one stopped before its first; start it again with the same flags and --out)"
+        )
+    }
 }
 
 /// Whether `dir` holds a run (config.json and a checkpoint, latest or previous).

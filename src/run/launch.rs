@@ -138,22 +138,9 @@ fn claim_new_dir(dir: &Path, spec: &RunSpec, force: bool) -> Result<()> {
 /// failures.
 pub fn resume(dir: &Path, stop: Option<StopSpec>, observer: &mut dyn Observer) -> Result<RunOutcome> {
     if !directory::is_run(dir) {
-        bail!(
-            "{}: not a deopt run directory (no {} and {})",
-            dir.display(),
-            directory::CONFIG,
-            directory::CHECKPOINT
-        );
+        bail!("{}", directory::not_a_run(dir));
     }
-    let mut config = RunConfig::load(dir)?;
-    // The recorded spec is checked as the file's content, not as flags the user never gave.
-    let cfg_path = dir.join(directory::CONFIG);
-    config.spec.validate().map_err(|e| match e.downcast_ref::<crate::run::spec::SpecError>() {
-        Some(se) => {
-            anyhow::anyhow!("{}: spec field {}: {}: {}", cfg_path.display(), se.field, se.value, se.expected)
-        }
-        None => e.context(cfg_path.display().to_string()),
-    })?;
+    let mut config = RunConfig::load_checked(dir)?;
     let loaded = Checkpoint::load_latest(dir)?;
     let ckpt = loaded.checkpoint;
     let source =
@@ -191,7 +178,7 @@ fn execute(mut spec: RunSpec, session: Session, observer: &mut dyn Observer) -> 
 
     let resolved = spec.model.resolve()?;
     let rows = spec.prompt.init.uses_rows().then_some(spec.prompt.tokens);
-    spec.model.check_sizes(&resolved, rows, de.pop)?;
+    spec.model.check_sizes(&resolved, rows, de.pop, de.subspace)?;
     let model = spec.model.load_resolved(&resolved)?;
     if let Session::Resume(dir, cfg, _) = &session {
         if cfg.model.sha256 != resolved.sha256 {

@@ -162,7 +162,13 @@ impl ModelSpec {
     ///
     /// # Errors
     /// The first size that cannot work, as a [`SpecError`] naming its setting.
-    pub fn check_sizes(&self, resolved: &ResolvedModel, rows: Option<usize>, pop: usize) -> Result<()> {
+    pub fn check_sizes(
+        &self,
+        resolved: &ResolvedModel,
+        rows: Option<usize>,
+        pop: usize,
+        subspace: Option<usize>,
+    ) -> Result<()> {
         let gguf = crate::llama::GgufFile::open(&resolved.path)?;
         let arch = gguf.architecture().unwrap_or_default();
         let num = |key: &str| gguf.meta_str(&format!("{arch}.{key}")).and_then(|v| v.parse::<usize>().ok());
@@ -179,14 +185,26 @@ impl ModelSpec {
             )
             .into());
         }
-        const MAX_BYTES: u128 = 8 << 30;
+        if let Some(k) = subspace.filter(|&k| k > rows * n_embd) {
+            return Err(SpecError::new(
+                "subspace",
+                k,
+                &format!(
+                    "expected at most {}, the prompt's own dimension ({rows} x {n_embd})",
+                    rows * n_embd
+                ),
+            )
+            .into());
+        }
+        // The optimizer holds the population, its trials and an archive: about three copies.
+        const MAX_BYTES: u128 = 2 << 30;
         let bytes = pop as u128 * rows as u128 * n_embd as u128 * 4;
         if bytes > MAX_BYTES {
             return Err(SpecError::new(
                 "pop",
                 pop,
                 &format!(
-                    "expected at most {} prompts of {rows} x {n_embd} values (the population must fit in 8 GiB)",
+                    "expected at most {} prompts of {rows} x {n_embd} values (the population must fit in 2 GiB)",
                     MAX_BYTES / (rows as u128 * n_embd as u128 * 4).max(1)
                 ),
             )
@@ -320,6 +338,9 @@ impl StopSpec {
                 return Err(SpecError::new("target_fitness", x, "expected a number"));
             }
         }
+        if self.max_evals == Some(0) {
+            return Err(SpecError::new("max_evals", 0, "expected a budget of at least one evaluation"));
+        }
         Ok(())
     }
 
@@ -408,6 +429,19 @@ impl RunSpec {
         }
         if de.subspace == Some(0) {
             return Err(SpecError::new("subspace", 0, "the subspace needs at least one dimension").into());
+        }
+        if self.model.threads == Some(0) {
+            return Err(SpecError::new("threads", 0, "expected at least one thread").into());
+        }
+        let c = &self.task.constants.0;
+        if let Some(v) = c.iter().find(|v| !(v.is_finite() && v.abs() <= crate::score::metrics::MAX_CONSTANT))
+        {
+            return Err(SpecError::new(
+                "constants",
+                v,
+                &format!("expected numbers within +-{}", crate::score::metrics::MAX_CONSTANT),
+            )
+            .into());
         }
         self.stop.validate()?;
         Ok(config)

@@ -59,7 +59,7 @@ type Edit = fn(&mut serde_json::Value);
 
 #[test]
 fn resume_checks_the_checkpoint_field_by_field() {
-    let cases: [(&str, &str, Edit); 9] = [
+    let cases: [(&str, &str, Edit); 10] = [
         ("empty", "history: empty", |b| b["history"] = serde_json::json!([])),
         ("gen", "optimizer generation: 3: expected 2", |b| {
             let g = b["optimizer"]["state"]["generation"].as_u64().unwrap();
@@ -81,6 +81,10 @@ fn resume_checks_the_checkpoint_field_by_field() {
             b["last_improvement"] = serde_json::json!(g + 7);
         }),
         ("spec", "spec_sha256", |b| b["spec_sha256"] = serde_json::json!("0".repeat(64))),
+        // A generator that would yield zeros for ever (the old code hung on it).
+        ("rng", "rng state all zero", |b| {
+            b["optimizer"]["state"]["rng"] = serde_json::json!({"s": [0, 0, 0, 0]})
+        }),
         ("nan", "non-finite", |b| {
             let row = b["optimizer"]["state"]["population"][0].as_str().unwrap().to_string();
             b["optimizer"]["state"]["population"][0] = serde_json::json!(format!("7fc00000{}", &row[8..]));
@@ -166,6 +170,19 @@ fn prompt_files_are_parsed_strictly() {
     let p = npy("zero.npy", "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 17), }", 0);
     eval(&p, "shape (0, 17): expected at least one row");
 
+    // safetensors whose deopt metadata contradicts the tensor; a file too short to be one.
+    let zeros = vec![0u8; 2 * 640 * 4];
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2, 640], &zeros).unwrap();
+    let meta = std::collections::HashMap::from([("rows".to_string(), "7".to_string())]);
+    let st = dir.join("meta.safetensors");
+    std::fs::write(&st, safetensors::serialize([("prompt", view)], &Some(meta)).unwrap()).unwrap();
+    eval(st.to_str().unwrap(), "metadata rows '7': expected 2");
+    let st = dir.join("short.safetensors");
+    std::fs::write(&st, b"abc").unwrap();
+    let line =
+        fails_with(&["eval", "--country", "SAU", "--prompt", st.to_str().unwrap()], "not a safetensors file");
+    assert!(!line.contains("HeaderTooSmall"), "{line}");
+
     // PEFT adapters whose config contradicts the tensor beside it.
     let prompt = deopt::prompt::softprompt::SoftPrompt::new(2, 640, vec![0.0; 1280]).unwrap();
     let run = dir.join("run");
@@ -241,6 +258,9 @@ fn sizes_are_refused_before_the_model_loads() {
     for (args, needle) in [
         (&["--tokens", "40000"][..], "--tokens 40000: expected fewer than 32768"),
         (&["--pop", "100000000"][..], "--pop 100000000: expected at most"),
+        (&["--tokens", "2", "--subspace", "100000000"][..], "--subspace 100000000: expected at most 1280"),
+        (&["--max-evals", "0"][..], "--max-evals 0: expected a budget"),
+        (&["--threads", "0"][..], "--threads 0: expected at least one thread"),
     ] {
         let mut a = vec!["run", "--country", "SAU", "--gens", "1"];
         a.extend_from_slice(args);
@@ -347,6 +367,23 @@ fn messages_are_one_deopt_line() {
         "--tokens: has no effect here: expected only with --baseline random-soft",
     );
     fails_with(&["eval", "--country", "SAU", "--max-tokens", "3"], "--max-tokens: has no effect here");
+    fails_with(
+        &["eval", "--country", "SAU", "--answers", "generate", "--max-tokens", "0"],
+        "--max-tokens 0: expected at least one",
+    );
+    fails_with(
+        &["run", "--country", "USA", "--survey", "wvs", "--constants", "5"],
+        "--constants: has no effect on --survey wvs",
+    );
+    fails_with(
+        &["eval", "--country", "SAU", "--metric", "distribution"],
+        "--metric: has no effect on --survey vsm13",
+    );
+    let tmp = tmpdir("modeldir");
+    fails_with(
+        &["eval", "--country", "SAU", "--model", tmp.to_str().unwrap()],
+        "a directory: expected a GGUF file",
+    );
     // llama.cpp's own messages stay off stderr; its error is quoted in deopt's line.
     let dir = tmpdir("gguf");
     let bad = dir.join("bad.gguf");

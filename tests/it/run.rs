@@ -144,6 +144,9 @@ fn bad_input_is_one_line() {
     assert_one_line_error(&with(&["--time-limit", "0"]), "--time-limit 0");
     fails_with(&["run", "--gens", "1"], "--country is required");
     let not_run = tmpdir("notrun");
-    fails_with(&["run", "--resume", not_run.to_str().unwrap()], "not a deopt run directory");
+    fails_with(
+        &["run", "--resume", not_run.to_str().unwrap()],
+        "no config.json: expected a deopt run directory",
+    );
     let _ = std::fs::remove_dir_all(not_run);
 }
