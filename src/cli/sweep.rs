@@ -169,6 +169,7 @@ fn submit(args: &SweepArgs, s: &SweepSettings, dir: &Path) -> Result<()> {
     if args.slurm.submit && !slurm::sbatch_on_path() {
         bail!("--submit: sbatch is not on PATH (submit from a Slurm login node, or drop --submit and submit the scripts there)");
     }
+    args.slurm.options().validate()?;
     let runs = grid::plan(s).len();
     let tasks = args.slurm.slurm_tasks.unwrap_or(runs);
     if tasks == 0 || tasks > runs {

@@ -35,6 +35,56 @@ pub struct SlurmOptions {
     pub extra: Vec<String>,
 }
 
+impl SlurmOptions {
+    /// Check the values sbatch would otherwise refuse only at submission (or, for `extra`,
+    /// would put into the script as they are).
+    ///
+    /// # Errors
+    /// The first bad value, naming its flag.
+    pub fn validate(&self) -> Result<()> {
+        use crate::data::input_error::clip;
+        if let Some(t) = &self.time {
+            if !slurm_time_ok(t) {
+                bail!("--slurm-time '{}': expected MINUTES, HH:MM:SS, D-HH or D-HH:MM:SS", clip(t));
+            }
+        }
+        if let Some(m) = &self.mem {
+            let digits = m.trim_end_matches(['K', 'M', 'G', 'T']);
+            if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) || m.len() - digits.len() > 1
+            {
+                bail!("--slurm-mem '{}': expected a size such as 8G or 16000M", clip(m));
+            }
+        }
+        if self.array_limit == Some(0) {
+            bail!("--slurm-array-limit 0: expected at least one task at a time");
+        }
+        if self.cpus == Some(0) {
+            bail!("--slurm-cpus 0: expected at least one CPU");
+        }
+        for e in &self.extra {
+            let safe = e.chars().all(|c| c.is_ascii_alphanumeric() || "-_=.,:/+@%".contains(c));
+            if !e.starts_with('-') || !safe {
+                bail!(
+                    "--slurm-extra '{}': expected sbatch options such as --account=abc (no shell characters)",
+                    clip(e)
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Slurm's time formats: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S (all numbers).
+fn slurm_time_ok(t: &str) -> bool {
+    let num = |s: &str| !s.is_empty() && s.len() <= 6 && s.chars().all(|c| c.is_ascii_digit());
+    let (days, rest) = match t.split_once('-') {
+        Some((d, r)) => (Some(d), r),
+        None => (None, t),
+    };
+    let parts: Vec<&str> = rest.split(':').collect();
+    days.is_none_or(num) && parts.iter().all(|p| num(p)) && parts.len() <= 3
+}
+
 /// The scripts written for a sweep.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SlurmJobs {
@@ -214,6 +264,30 @@ fn sbatch(args: &[String], script: &Path) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn options_are_checked_before_sbatch_sees_them() {
+        let ok = SlurmOptions {
+            time: Some("1-02:00:00".into()),
+            mem: Some("8G".into()),
+            extra: vec!["--account=abc".into(), "--qos=short".into()],
+            ..SlurmOptions::default()
+        };
+        ok.validate().unwrap();
+        for t in ["30", "30:00", "02:00:00", "2-12", "2-12:30"] {
+            assert!(slurm_time_ok(t), "{t}");
+        }
+        let bad = |o: SlurmOptions, needle: &str| {
+            let e = o.validate().unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        };
+        bad(SlurmOptions { time: Some("foo".into()), ..ok.clone() }, "--slurm-time 'foo'");
+        bad(SlurmOptions { time: Some("1:2:3:4".into()), ..ok.clone() }, "--slurm-time");
+        bad(SlurmOptions { mem: Some("8GB".into()), ..ok.clone() }, "--slurm-mem '8GB'");
+        bad(SlurmOptions { array_limit: Some(0), ..ok.clone() }, "--slurm-array-limit 0");
+        bad(SlurmOptions { extra: vec!["$(id)".into()], ..ok.clone() }, "--slurm-extra '$(id)'");
+        bad(SlurmOptions { extra: vec!["--x=`id`".into()], ..ok }, "no shell characters");
+    }
 
     #[test]
     fn quoting_survives_the_shell() {

@@ -18,7 +18,7 @@ fn baselines_none_and_p1_give_different_dimensions() {
     // The plain report shows the same loss.
     let out = deopt(&["eval", "--country", "SAU", "--baseline", "none"]);
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("loss (L2 over PDI IDV MAS UAI LTO IVR)"), "{text}");
+    assert!(text.contains("loss (l2 over PDI IDV MAS UAI LTO IVR)"), "{text}");
 }
 
 #[test]

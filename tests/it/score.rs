@@ -234,7 +234,7 @@ fn score_vsm13_cli_on_synthesised_answers_gives_zero_loss() {
     // Plain-text report shows constants and the loss.
     let out = deopt(&["score", "vsm13", "--country", "SAU", "--answers", path.to_str().unwrap()]);
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("index constants C: PDI=50") && text.contains("loss (L2"), "{text}");
+    assert!(text.contains("index constants C: PDI=50") && text.contains("loss (l2"), "{text}");
 }
 
 #[test]
@@ -244,7 +244,7 @@ fn shipped_example_scores_and_reports_skipped_dimensions() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("skipped PDI: no target score for ZWE"), "{text}");
-    assert!(text.contains("loss (L2 over LTO IVR)"), "{text}");
+    assert!(text.contains("loss (l2 over LTO IVR)"), "{text}");
 }
 
 #[test]
