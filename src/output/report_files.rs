@@ -484,7 +484,12 @@ pub fn write_run_report(dir: &Path, view: Option<&EngineView>) -> Result<Vec<Pat
         anyhow::bail!("{}", directory::not_a_run(dir));
     }
     let cfg = RunConfig::load_checked(dir)?;
-    let ckpt = Checkpoint::load(dir)?;
+    // The same checks as a resume: a report never draws an edited or foreign history.
+    let loaded = Checkpoint::load_latest(dir)?;
+    let ckpt = loaded.checkpoint;
+    let source =
+        dir.join(if loaded.fallback.is_some() { directory::PREV_CHECKPOINT } else { directory::CHECKPOINT });
+    ckpt.validate(&cfg, &source)?;
     let h = &ckpt.history;
     let last = h.last().ok_or_else(|| anyhow!("{}: the run has no generation yet", dir.display()))?;
     let country = cfg.spec.task.country.as_str();
