@@ -444,7 +444,7 @@ fn tail(text: &str, lines: usize) -> String {
 }
 
 /// Lowercase hex of a byte string.
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -356,7 +356,7 @@ struct Sealed<'a> {
 
 /// Hex sha256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    crate::provision::model_store::hex(&Sha256::digest(bytes))
 }
 
 /// Seal a checkpoint body (its JSON bytes) as a checkpoint file.
@@ -625,8 +625,7 @@ pub fn trim_timing(dir: &Path, generation: u64) -> Result<()> {
 
 /// Short id of a run: the first 8 hex digits of the sha256 of its settings.
 pub fn short_id(settings: &serde_json::Value) -> String {
-    let digest = Sha256::digest(settings.to_string().as_bytes());
-    digest.iter().take(4).map(|b| format!("{b:02x}")).collect()
+    sha256_hex(settings.to_string().as_bytes())[..8].to_string()
 }
 
 /// `root/<date>-<ISO3>-<survey>-<id>`, with `-2`, `-3`, ... appended if that already exists.
