@@ -110,8 +110,9 @@ pub struct ModelArgs {
     /// Most tokens of context (KV cells) to allocate; 0 = up to the model's training context
     #[arg(long, default_value_t = 0)]
     pub ctx: usize,
-    /// Layers to offload to a GPU (CUDA builds only)
-    #[arg(long, default_value_t = 0)]
+    /// Layers to offload to a GPU: -1 = all (the default in a CUDA build), 0 = none (the only
+    /// choice in a CPU build)
+    #[arg(long, default_value_t = crate::llama::DEFAULT_GPU_LAYERS, allow_negative_numbers = true)]
     pub gpu_layers: i32,
 }
 

@@ -36,6 +36,10 @@ pub use error::{DecodeError, LlamaError};
 pub use gguf::{dequantize_to_f16, DequantizeReport, GgufFile, TensorInfo};
 pub use model::{format_chat, EmbeddingStats, Model, ModelParams, TokenEmbeddings};
 
+/// Layers offloaded to a GPU unless a flag says otherwise: all of them in a CUDA build, none
+/// in a CPU build (where llama.cpp ignores the setting anyway).
+pub const DEFAULT_GPU_LAYERS: i32 = if cfg!(feature = "cuda") { -1 } else { 0 };
+
 /// A token id of the model's vocabulary.
 pub type Token = i32;
 /// A position within a sequence (0-based).

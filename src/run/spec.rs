@@ -125,7 +125,7 @@ pub struct ModelSpec {
 
 impl Default for ModelSpec {
     fn default() -> Self {
-        ModelSpec { path: None, precision: Precision::F16, threads: None, batch: 512, ctx: 0, gpu_layers: 0 }
+        ModelSpec { path: None, precision: Precision::F16, threads: None, batch: 512, ctx: 0, gpu_layers: crate::llama::DEFAULT_GPU_LAYERS }
     }
 }
 
