@@ -1,6 +1,7 @@
 //! The engine benchmark: raw prompt-processing speed, and the VSM13 scoring workload computed
-//! naively (one sequence per prompt and item, nothing shared) and with the engine, in one run
-//! on the current machine, so the ratios compare like with like.
+//! naively (one sequence per prompt and item, nothing shared), with the engine's exact
+//! per-prompt schedule and with its batched schedule (several prompts per decode call), in one
+//! run on the current machine, so the ratios compare like with like.
 
 use std::time::Instant;
 
@@ -35,8 +36,8 @@ pub struct EngineBench {
     pub rows: usize,
     /// Items in the workload.
     pub items: usize,
-    /// Naive: seconds.
-    pub naive_seconds: f64,
+    /// Naive: seconds (None when skipped).
+    pub naive_seconds: Option<f64>,
     /// Naive: units computed (= logical units).
     pub naive_tokens: u64,
     /// Engine: seconds.
@@ -52,9 +53,27 @@ pub struct EngineBench {
     /// Engine effective tokens/s over raw tokens/s.
     pub ratio_effective_over_raw: f64,
     /// Naive time over engine time.
-    pub ratio_naive_over_engine: f64,
+    pub ratio_naive_over_engine: Option<f64>,
     /// Largest difference between naive and engine option probabilities.
-    pub max_prob_diff: f64,
+    pub max_prob_diff: Option<f64>,
+    /// Engine (exact schedule): evaluations (prompt x all items) per second.
+    pub exact_evals_per_s: f64,
+    /// Batched schedule: prompts per group.
+    pub batch_prompts: usize,
+    /// Batched schedule: seconds.
+    pub batched_seconds: f64,
+    /// Batched schedule: llama_decode calls.
+    pub batched_decode_calls: u64,
+    /// Batched schedule: evaluations per second.
+    pub batched_evals_per_s: f64,
+    /// Batched schedule: logical tokens per second.
+    pub batched_effective_tokens_per_s: f64,
+    /// Exact time over batched time (above 1: batched is faster).
+    pub ratio_exact_over_batched: f64,
+    /// Largest difference between exact and batched option probabilities (the drift).
+    pub batched_max_prob_diff: f64,
+    /// Largest difference between exact and batched expected answers (on the 1..5 scale etc.).
+    pub batched_max_expected_diff: f64,
     /// Peak resident memory of the process, MiB (VmHWM), if known.
     pub peak_rss_mib: Option<f64>,
 }
@@ -72,23 +91,39 @@ impl EngineBench {
             "raw prompt processing   {:>8} tokens {:>8.2} s  {:>8.1} tokens/s\n",
             b.raw_tokens, b.raw_seconds, b.raw_tokens_per_s
         );
+        if let Some(ns) = b.naive_seconds {
+            s += &format!(
+                "naive (per pair)        {:>8} tokens {:>8.2} s  {:>8.1} tokens/s\n",
+                b.naive_tokens,
+                ns,
+                b.naive_tokens as f64 / ns
+            );
+        }
         s += &format!(
-            "naive (per pair)        {:>8} tokens {:>8.2} s  {:>8.1} tokens/s\n",
-            b.naive_tokens,
-            b.naive_seconds,
-            b.naive_tokens as f64 / b.naive_seconds
-        );
-        s += &format!(
-            "engine                  {:>8} tokens {:>8.2} s  {:>8.1} logical tokens/s ({} logical, {} decode calls)\n",
+            "engine, exact           {:>8} tokens {:>8.2} s  {:>8.1} logical tokens/s ({} logical, {} decode calls)\n",
             b.engine_tokens_computed,
             b.engine_seconds,
             b.engine_effective_tokens_per_s,
             b.engine_tokens_logical,
             b.engine_decode_calls
         );
+        s += &format!(
+            "engine, batched ({:>3}/call) {:>8.2} s  {:>8.1} logical tokens/s ({} decode calls)\n",
+            b.batch_prompts, b.batched_seconds, b.batched_effective_tokens_per_s, b.batched_decode_calls
+        );
         s += &format!("engine effective / raw tokens/s: {:.2}x\n", b.ratio_effective_over_raw);
-        s += &format!("naive time / engine time:        {:.2}x\n", b.ratio_naive_over_engine);
-        s += &format!("max |p_naive - p_engine|:        {:.2e}\n", b.max_prob_diff);
+        if let (Some(r), Some(d)) = (b.ratio_naive_over_engine, b.max_prob_diff) {
+            s += &format!("naive time / engine time:        {r:.2}x\n");
+            s += &format!("max |p_naive - p_engine|:        {d:.2e}\n");
+        }
+        s += &format!(
+            "evaluations/s: exact {:.3}, batched {:.3}; exact time / batched time: {:.2}x\n",
+            b.exact_evals_per_s, b.batched_evals_per_s, b.ratio_exact_over_batched
+        );
+        s += &format!(
+            "batched drift: max |p_exact - p_batched| {:.2e}, max |E_exact - E_batched| {:.2e}\n",
+            b.batched_max_prob_diff, b.batched_max_expected_diff
+        );
         if let Some(m) = b.peak_rss_mib {
             s += &format!("peak memory:                     {m:.0} MiB\n");
         }
@@ -107,6 +142,10 @@ pub struct Workload<'a> {
     pub rows: usize,
     /// Seed of the prompts.
     pub seed: u64,
+    /// Prompts per decode group in the batched schedule.
+    pub batch_prompts: usize,
+    /// Whether to run the naive baseline (slow on large models).
+    pub naive: bool,
 }
 
 /// Run the benchmark.
@@ -121,6 +160,12 @@ pub fn engine_bench(
     mut progress: impl FnMut(&str),
 ) -> Result<EngineBench> {
     let (survey, prompts, rows, seed) = (work.survey, work.prompts, work.rows, work.seed);
+    anyhow::ensure!(prompts >= 1, "--prompts 0: expected at least 1 prompt");
+    anyhow::ensure!(
+        (1..=256).contains(&work.batch_prompts),
+        "--batch-prompts {}: expected 1 to 256",
+        work.batch_prompts
+    );
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
     let soft: Vec<SoftPrompt> =
         (0..prompts).map(|_| init::draw(model, InitKind::Vocab, rows, &mut rng)).collect::<Result<_>>()?;
@@ -156,9 +201,10 @@ pub fn engine_bench(
     let t = Instant::now();
     let mut naive_tokens = 0u64;
     let mut naive_scores: Vec<Vec<Vec<f64>>> = Vec::new();
+    let naive_soft = if work.naive { &soft[..] } else { &soft[..0] };
     let mut tb = TokenBatch::new(2048, 1)?;
     let mut eb = EmbdBatch::new(rows.max(1), model.n_embd_inp(), 1)?;
-    for p in &soft {
+    for p in naive_soft {
         let mut per_item = Vec::new();
         for it in &plan.items {
             ctx.clear();
@@ -191,13 +237,14 @@ pub fn engine_bench(
     let naive_seconds = t.elapsed().as_secs_f64();
     drop(ctx);
 
-    progress("engine scoring (shared prefixes, batched)");
-    let mut engine = Engine::new(model, config.clone())?;
+    progress("engine scoring, exact schedule (one prompt per decode group)");
+    let mut engine = Engine::new(model, EngineConfig { prompt_group: 1, ..config.clone() })?;
     let refs: Vec<&SoftPrompt> = soft.iter().collect();
     let t = Instant::now();
     let scores: Vec<Vec<ItemScore>> = engine.score(&plan, &refs)?;
     let engine_seconds = t.elapsed().as_secs_f64();
     let st = engine.stats();
+    drop(engine);
     let mut max_diff: f64 = 0.0;
     for (a, b) in scores.iter().zip(&naive_scores) {
         for (x, y) in a.iter().zip(b) {
@@ -207,6 +254,24 @@ pub fn engine_bench(
         }
     }
     let eff = st.logical as f64 / engine_seconds;
+
+    progress("engine scoring, batched schedule (several prompts per decode call)");
+    let mut batched =
+        Engine::new(model, EngineConfig { prompt_group: work.batch_prompts, ..config.clone() })?;
+    let t = Instant::now();
+    let bscores: Vec<Vec<ItemScore>> = batched.score(&plan, &refs)?;
+    let batched_seconds = t.elapsed().as_secs_f64();
+    let bst = batched.stats();
+    let (mut drift_p, mut drift_e) = (0f64, 0f64);
+    for (a, b) in scores.iter().zip(&bscores) {
+        for (x, y) in a.iter().zip(b) {
+            for (p, q) in x.probs.iter().zip(&y.probs) {
+                drift_p = drift_p.max((p - q).abs());
+            }
+            let e = |s: &ItemScore| s.probs.iter().enumerate().map(|(k, p)| k as f64 * p).sum::<f64>();
+            drift_e = drift_e.max((e(x) - e(y)).abs());
+        }
+    }
     Ok(EngineBench {
         model: model_name.to_string(),
         threads: config.threads,
@@ -216,7 +281,7 @@ pub fn engine_bench(
         prompts,
         rows,
         items: plan.items.len(),
-        naive_seconds,
+        naive_seconds: work.naive.then_some(naive_seconds),
         naive_tokens,
         engine_seconds,
         engine_tokens_computed: st.computed,
@@ -224,8 +289,17 @@ pub fn engine_bench(
         engine_decode_calls: st.decode_calls,
         engine_effective_tokens_per_s: eff,
         ratio_effective_over_raw: eff / raw_tps,
-        ratio_naive_over_engine: naive_seconds / engine_seconds,
-        max_prob_diff: max_diff,
+        ratio_naive_over_engine: work.naive.then_some(naive_seconds / engine_seconds),
+        max_prob_diff: work.naive.then_some(max_diff),
+        exact_evals_per_s: prompts as f64 / engine_seconds,
+        batch_prompts: work.batch_prompts,
+        batched_seconds,
+        batched_decode_calls: bst.decode_calls,
+        batched_evals_per_s: prompts as f64 / batched_seconds,
+        batched_effective_tokens_per_s: bst.logical as f64 / batched_seconds,
+        ratio_exact_over_batched: engine_seconds / batched_seconds,
+        batched_max_prob_diff: drift_p,
+        batched_max_expected_diff: drift_e,
         peak_rss_mib: peak_rss_mib(),
     })
 }

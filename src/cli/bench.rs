@@ -25,6 +25,9 @@ pub struct BenchEngineArgs {
     /// Seed of the random prompts
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Skip the naive baseline (every prompt x item from scratch; slow on large models)
+    #[arg(long)]
+    pub no_naive: bool,
     /// Where to write the JSON results
     #[arg(long, value_name = "FILE", default_value = "results/bench-engine.json")]
     pub out: PathBuf,
@@ -44,7 +47,14 @@ pub fn engine(args: BenchEngineArgs) -> Result<()> {
     let survey = Survey::builtin(SurveyKind::Vsm13)?;
     let config = args.model.engine_config();
     let bar = crate::progress::spinner("benchmark", args.json);
-    let work = Workload { survey: &survey, prompts: args.prompts, rows: args.tokens, seed: args.seed };
+    let work = Workload {
+        survey: &survey,
+        prompts: args.prompts,
+        rows: args.tokens,
+        seed: args.seed,
+        batch_prompts: args.model.batch_prompts,
+        naive: !args.no_naive,
+    };
     let b = engine_bench(&model, &resolved.display_name, &config, &work, |m| bar.set_message(m.to_string()))?;
     bar.finish_and_clear();
     let text = serde_json::to_string_pretty(&b)?;

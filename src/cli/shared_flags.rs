@@ -114,6 +114,15 @@ pub struct ModelArgs {
     /// choice in a CPU build)
     #[arg(long, default_value_t = crate::llama::DEFAULT_GPU_LAYERS, allow_negative_numbers = true)]
     pub gpu_layers: i32,
+    /// Prompts scored side by side in each llama.cpp decode call: fewer, fuller calls (faster,
+    /// above all on a GPU), at the price of answers that move slightly with their company
+    #[arg(long, value_name = "N", default_value_t = crate::run::spec::DEFAULT_BATCH_PROMPTS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
+    pub batch_prompts: usize,
+    /// Score every prompt alone (same as --batch-prompts 1): answers bit-identical in any
+    /// company or order
+    #[arg(long, conflicts_with = "batch_prompts")]
+    pub exact: bool,
 }
 
 impl ModelArgs {
@@ -126,6 +135,7 @@ impl ModelArgs {
             batch: self.batch,
             ctx: self.ctx,
             gpu_layers: self.gpu_layers,
+            batch_prompts: if self.exact { 1 } else { self.batch_prompts },
         }
     }
 

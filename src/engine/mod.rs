@@ -11,10 +11,14 @@
 //! sequence, with branches made by copying the parent's KV range (a unified KV buffer makes
 //! that a relabelling, not a copy).
 //!
-//! Why one prompt at a time. Floating-point results of a decode depend slightly on what else
-//! is in the batch; processing each prompt with the same schedule makes its answers
-//! bit-identical whether it is scored alone or among others, in any order. The trie already
-//! gives batches of hundreds of tokens per call.
+//! Two schedules. Floating-point results of a decode depend slightly on what else is in the
+//! batch. The exact schedule (`prompt_group` 1, `--exact`) processes each prompt alone with
+//! the same schedule, so its answers are bit-identical whether it is scored alone or among
+//! others, in any order. The batched schedule puts the tries of `prompt_group` prompts side by
+//! side (each prompt's branches in their own KV sequences) so every wave of the decode fills
+//! the batch: fewer, fuller `llama_decode` calls, which is what keeps a GPU busy. A prompt's
+//! answers then move slightly with its company; README ("Exact and batched scoring") gives the
+//! measured drift.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
@@ -41,12 +45,19 @@ pub struct EngineConfig {
     /// Upper bound on the context (KV cells) the engine may allocate; None = the model's
     /// training context.
     pub max_ctx: Option<usize>,
+    /// Prompts whose tries share decode calls: 1 = the exact per-prompt schedule.
+    #[serde(default = "one")]
+    pub prompt_group: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        EngineConfig { threads, batch: 512, seq_max: 128, max_ctx: None }
+        EngineConfig { threads, batch: 512, seq_max: 128, max_ctx: None, prompt_group: 1 }
     }
 }
 
@@ -153,6 +164,8 @@ struct Node {
     want: Vec<(usize, usize)>,
     start: Pos,
     children: Vec<usize>,
+    /// Which prompt of a batched group the node's soft rows come from (0 when exact).
+    copy: usize,
 }
 
 impl Node {
@@ -284,7 +297,7 @@ impl Schedule {
         while let Some((first, parent, start)) = stack.pop() {
             let id = nodes.len();
             let kind_soft = matches!(raw[first].unit, Some(Unit::Soft(_)));
-            let mut node = Node { units: Vec::new(), want: Vec::new(), start, children: Vec::new() };
+            let mut node = Node { units: Vec::new(), want: Vec::new(), start, children: Vec::new(), copy: 0 };
             let mut r = first;
             loop {
                 node.units.push(raw[r].unit.expect("non-root"));
@@ -318,6 +331,35 @@ impl Schedule {
         roots.sort_unstable();
         Schedule { head, nodes, roots, slots, cells, logical, all_embd, token_rows: HashMap::new() }
     }
+
+    /// The schedule of `copies` prompts side by side: copy c's nodes read prompt c's rows and
+    /// its slots are `c * slots..(c + 1) * slots`. Each copy has its own sequences, so the
+    /// copies share decode calls but not KV.
+    fn replicate(&self, copies: usize) -> Schedule {
+        let (n, m) = (self.nodes.len(), self.slots.len());
+        let mut nodes = Vec::with_capacity(n * copies);
+        let mut roots = Vec::with_capacity(self.roots.len() * copies);
+        for c in 0..copies {
+            nodes.extend(self.nodes.iter().map(|node| Node {
+                units: node.units.clone(),
+                want: node.want.iter().map(|&(o, w)| (o, c * m + w)).collect(),
+                start: node.start,
+                children: node.children.iter().map(|k| c * n + k).collect(),
+                copy: c,
+            }));
+            roots.extend(self.roots.iter().map(|k| c * n + k));
+        }
+        Schedule {
+            head: self.head.clone(),
+            nodes,
+            roots,
+            slots: (0..copies).flat_map(|_| self.slots.iter().cloned()).collect(),
+            cells: self.cells * copies,
+            all_embd: self.all_embd,
+            token_rows: self.token_rows.clone(),
+            logical: self.logical * copies as u64,
+        }
+    }
 }
 
 /// Batched scoring of soft prompts on survey items, on one llama.cpp context.
@@ -328,7 +370,8 @@ pub struct Engine<'m> {
     ctx_cells: usize,
     /// The head currently held in KV sequence 0.
     held_head: Option<Vec<Token>>,
-    schedules: HashMap<(u64, usize, bool), Schedule>,
+    /// By (plan, rows, generation, copies).
+    schedules: HashMap<(u64, usize, bool, usize), Schedule>,
     stats: EngineStats,
 }
 
@@ -340,6 +383,9 @@ impl<'m> Engine<'m> {
         }
         if config.batch < 1 {
             bail!("engine batch {}: expected at least 1", config.batch);
+        }
+        if !(1..=256).contains(&config.prompt_group) {
+            bail!("--batch-prompts {}: expected 1 to 256", config.prompt_group);
         }
         Ok(Engine {
             model,
@@ -357,6 +403,11 @@ impl<'m> Engine<'m> {
         self.model
     }
 
+    /// Prompts per decode group (1: the exact schedule).
+    pub fn prompt_group(&self) -> usize {
+        self.config.prompt_group
+    }
+
     /// Work done so far.
     pub fn stats(&self) -> EngineStats {
         self.stats
@@ -368,8 +419,21 @@ impl<'m> Engine<'m> {
         s.head.len() + s.cells
     }
 
+    /// The schedule of `copies` prompts of `rows` rows scored together.
+    fn schedule_group(&mut self, plan: &Plan, rows: usize, copies: usize) -> &Schedule {
+        if copies == 1 {
+            return self.schedule(plan, rows, false);
+        }
+        let key = (plan.id, rows, false, copies);
+        if !self.schedules.contains_key(&key) {
+            let one = self.schedule(plan, rows, false).replicate(copies);
+            self.schedules.insert(key, one);
+        }
+        &self.schedules[&key]
+    }
+
     fn schedule(&mut self, plan: &Plan, rows: usize, gen: bool) -> &Schedule {
-        let key = (plan.id, rows, gen);
+        let key = (plan.id, rows, gen, 1);
         let model = self.model;
         self.schedules.entry(key).or_insert_with(|| {
             let mut s = Schedule::build(plan, rows, gen);
@@ -398,8 +462,10 @@ impl<'m> Engine<'m> {
 
     /// Answer distributions for every prompt (outer) and item (inner, plan order).
     ///
-    /// All prompts must have the model's width. Each prompt is scored with the same schedule,
-    /// so its answers do not depend on the other prompts or their order.
+    /// All prompts must have the model's width. With `prompt_group` 1 each prompt is scored
+    /// with the same schedule, so its answers do not depend on the other prompts or their
+    /// order; otherwise consecutive prompts of the same length are scored `prompt_group` at a
+    /// time, and the grouping (hence the answers) is fixed by the order of `prompts`.
     ///
     /// # Errors
     /// Width mismatch, a context that cannot be created, decode failures.
@@ -419,12 +485,24 @@ impl<'m> Engine<'m> {
             self.schedules.clear();
         }
         let mut out = Vec::with_capacity(prompts.len());
-        for p in prompts {
-            let sched = self.schedule(plan, p.rows(), false).clone();
+        let mut at = 0;
+        while at < prompts.len() {
+            let rows = prompts[at].rows();
+            let mut end = at + 1;
+            while end < prompts.len() && end - at < self.config.prompt_group && prompts[end].rows() == rows {
+                end += 1;
+            }
+            let group = &prompts[at..end];
+            let sched = self.schedule_group(plan, rows, group.len()).clone();
             self.ensure_context(&sched)?;
-            let (logp, _, _) = self.run_schedule(&sched, p, false)?;
-            self.stats.pairs += plan.items.len() as u64;
-            out.push(item_scores(plan, &sched, &logp));
+            let (logp, _, _) = self.run_schedule(&sched, group, false)?;
+            self.stats.pairs += (plan.items.len() * group.len()) as u64;
+            let per = sched.slots.len() / group.len();
+            let single = self.schedule(plan, rows, false);
+            for c in 0..group.len() {
+                out.push(item_scores(plan, single, &logp[c * per..(c + 1) * per]));
+            }
+            at = end;
         }
         Ok(out)
     }
@@ -487,7 +565,7 @@ impl<'m> Engine<'m> {
     fn run_schedule(
         &mut self,
         s: &Schedule,
-        prompt: &SoftPrompt,
+        prompts: &[&SoftPrompt],
         keep: bool,
     ) -> Result<(Vec<HashMap<Token, f64>>, Vec<Token>, Vec<(SeqId, Pos)>)> {
         let ctx = self.ctx.as_mut().expect("context");
@@ -558,21 +636,21 @@ impl<'m> Engine<'m> {
             // One wave: every ready node, embedding runs first, then tokens, in calls of `batch` units.
             let wave: Vec<(usize, SeqId)> = ready.drain(..).collect();
             for soft in [true, false] {
-                let mut entries: Vec<(Unit, Pos, SeqId, Option<usize>)> = Vec::new();
+                let mut entries: Vec<(Unit, Pos, SeqId, Option<usize>, usize)> = Vec::new();
                 for &(n, seq) in wave.iter().filter(|(n, _)| (s.all_embd || s.nodes[*n].has_soft()) == soft) {
                     let node = &s.nodes[n];
                     for (k, u) in node.units.iter().enumerate() {
                         let want = node.want.iter().find(|(o, _)| *o == k).map(|w| w.1);
-                        entries.push((*u, node.start + k as Pos, seq, want));
+                        entries.push((*u, node.start + k as Pos, seq, want, node.copy));
                     }
                 }
                 for chunk in entries.chunks(batch_cap) {
                     let mut wanted: Vec<(usize, usize)> = Vec::new();
                     if soft {
                         emb_batch.clear();
-                        for &(u, pos, seq, want) in chunk {
+                        for &(u, pos, seq, want, copy) in chunk {
                             let row = match u {
-                                Unit::Soft(r) => prompt.row(r as usize),
+                                Unit::Soft(r) => prompts[copy].row(r as usize),
                                 Unit::Tok(t) => s
                                     .token_rows
                                     .get(&t)
@@ -586,7 +664,7 @@ impl<'m> Engine<'m> {
                         ctx.decode_embd(&emb_batch)?;
                     } else {
                         tok_batch.clear();
-                        for &(u, pos, seq, want) in chunk {
+                        for &(u, pos, seq, want, _) in chunk {
                             let Unit::Tok(t) = u else { unreachable!("token run holds tokens") };
                             let i = tok_batch.push(t, pos, &[seq], want.is_some())?;
                             if let Some(w) = want {
@@ -658,10 +736,10 @@ impl<'m> Engine<'m> {
             let sub = Plan::subset(plan, start..(start + chunk).min(plan.items.len()));
             let sched = self.schedule(&sub, prompt.rows(), true).clone();
             self.ensure_context(&sched)?;
-            let (_, first, kept) = self.run_schedule(&sched, prompt, true)?;
+            let (_, first, kept) = self.run_schedule(&sched, &[prompt], true)?;
             texts.extend(self.greedy(&first, &kept, max_tokens)?);
             self.stats.pairs += sub.items.len() as u64;
-            self.schedules.remove(&(sub.id, prompt.rows(), true));
+            self.schedules.remove(&(sub.id, prompt.rows(), true, 1));
         }
         Ok(texts)
     }

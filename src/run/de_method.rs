@@ -32,7 +32,10 @@ impl DeMethod<'_, '_> {
         let bytes = serde_json::to_vec(state)?;
         self.opt = Optimizer::from_checkpoint(&bytes).with_context(|| source.to_string())?;
         let p = self.obj.prompt_of(first)?;
-        self.obj.engine.score(self.obj.plan, &[&p])?;
+        // A generation's call scores groups of up to `prompt_group` prompts; one such group
+        // sizes the context as the uninterrupted run's calls did.
+        let group = self.obj.engine.prompt_group().min(self.opt.population_size()).max(1);
+        self.obj.engine.score(self.obj.plan, &vec![&p; group])?;
         if let Some((plan, _)) = self.held {
             self.obj.engine.score(plan, &[&p])?;
         }

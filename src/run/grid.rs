@@ -211,6 +211,7 @@ pub fn sweep_argv(s: &SweepSettings, model: &ModelSpec) -> Vec<String> {
         ("--batch", model.batch.to_string()),
         ("--ctx", model.ctx.to_string()),
         ("--gpu-layers", model.gpu_layers.to_string()),
+        ("--batch-prompts", model.batch_prompts.to_string()),
     ]
     .into_iter()
     .flat_map(|(f, v)| [f.to_string(), v])

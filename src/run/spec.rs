@@ -121,11 +121,30 @@ pub struct ModelSpec {
     pub ctx: usize,
     /// Layers offloaded to a GPU.
     pub gpu_layers: i32,
+    /// Prompts scored side by side in each decode call (1: the exact per-prompt schedule).
+    /// Runs recorded before this setting existed used the exact schedule.
+    #[serde(default = "exact_schedule")]
+    pub batch_prompts: usize,
 }
+
+fn exact_schedule() -> usize {
+    1
+}
+
+/// Prompts per decode group unless `--batch-prompts` or `--exact` says otherwise.
+pub const DEFAULT_BATCH_PROMPTS: usize = 8;
 
 impl Default for ModelSpec {
     fn default() -> Self {
-        ModelSpec { path: None, precision: Precision::F16, threads: None, batch: 512, ctx: 0, gpu_layers: crate::llama::DEFAULT_GPU_LAYERS }
+        ModelSpec {
+            path: None,
+            precision: Precision::F16,
+            threads: None,
+            batch: 512,
+            ctx: 0,
+            gpu_layers: crate::llama::DEFAULT_GPU_LAYERS,
+            batch_prompts: DEFAULT_BATCH_PROMPTS,
+        }
     }
 }
 
@@ -218,6 +237,7 @@ impl ModelSpec {
         let mut c = EngineConfig {
             batch: self.batch,
             max_ctx: (self.ctx > 0).then_some(self.ctx),
+            prompt_group: self.batch_prompts,
             ..EngineConfig::default()
         };
         if let Some(t) = self.threads {
