@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::llama::{Model, ModelParams};
 use crate::provision::model_store::{fetch_default, resolve_model, Precision, ResolvedModel};
+use crate::provision::synth::{parameters as synth_parameters, synthesise, tokenizer_only, Shape, SynthType};
 
 /// Download, verify and inspect models.
 #[derive(Debug, clap::Args)]
@@ -32,6 +33,42 @@ pub enum ModelCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write a model with a real architecture and tokenizer but seeded random weights, to
+    /// measure speed at that size (its answers mean nothing)
+    Synth {
+        /// Size to imitate
+        #[arg(long, value_enum)]
+        shape: Shape,
+        /// Storage of the weight matrices
+        #[arg(long = "type", value_enum, default_value_t = SynthType::Q4_0)]
+        ty: SynthType,
+        /// GGUF whose tokenizer to copy (a model, or a file from `deopt model tokenizer`);
+        /// default: the default model's
+        #[arg(long, value_name = "GGUF")]
+        tokenizer: Option<PathBuf>,
+        /// Seed of the weights
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// File to write
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Replace an existing file
+        #[arg(long)]
+        force: bool,
+    },
+    /// Write a small GGUF holding only a model's tokenizer (for `model synth --tokenizer` where
+    /// the model itself is too big to carry)
+    Tokenizer {
+        /// GGUF to take the tokenizer from (default: the default model)
+        #[arg(long, value_name = "GGUF")]
+        from: Option<PathBuf>,
+        /// File to write
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Replace an existing file
+        #[arg(long)]
+        force: bool,
+    },
     /// Print the path of the default model (fetches it if needed)
     Path {
         /// Which weights of the default model
@@ -44,12 +81,87 @@ pub fn run(args: ModelCmdArgs) -> anyhow::Result<()> {
     match args.command {
         ModelCommand::Fetch => fetch(),
         ModelCommand::Info { model, precision, json } => info(model, precision, json),
+        ModelCommand::Synth { shape, ty, tokenizer, seed, out, force } => {
+            synth(shape, ty, tokenizer, seed, &out, force)
+        }
+        ModelCommand::Tokenizer { from, out, force } => {
+            check_out(&out, force)?;
+            let from = tokenizer_source(from)?;
+            let r = tokenizer_only(&from, &out)?;
+            writeln!(
+                std::io::stdout(),
+                "{}: the tokenizer of {} ({} tokens), {} bytes",
+                out.display(),
+                from.display(),
+                r.tokenizer_tokens,
+                r.bytes_written
+            )?;
+            Ok(())
+        }
         ModelCommand::Path { precision } => {
             let resolved = resolve_model(None, precision)?;
             writeln!(std::io::stdout(), "{}", resolved.path.display())?;
             Ok(())
         }
     }
+}
+
+/// Refuse to replace a file unless `force`, and a directory always.
+fn check_out(out: &std::path::Path, force: bool) -> anyhow::Result<()> {
+    if out.is_dir() {
+        anyhow::bail!("--out {}: is a directory: expected a file name", out.display());
+    }
+    if out.exists() && !force {
+        anyhow::bail!("--out {}: exists already: expected a new file (give --force to replace it)", out.display());
+    }
+    Ok(())
+}
+
+/// A tokenizer source: the given GGUF, or the default model's original file.
+fn tokenizer_source(path: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match path {
+        Some(p) => Ok(p),
+        None => Ok(resolve_model(None, Precision::Original)?.path),
+    }
+}
+
+fn synth(
+    shape: Shape,
+    ty: SynthType,
+    tokenizer: Option<PathBuf>,
+    seed: u64,
+    out: &std::path::Path,
+    force: bool,
+) -> anyhow::Result<()> {
+    check_out(out, force)?;
+    let tokenizer = tokenizer_source(tokenizer)?;
+    let bar = crate::progress::spinner("synthesising", false);
+    bar.set_message(format!("{} ({:?}) with random weights", shape.name(), ty));
+    let t = std::time::Instant::now();
+    let (spec, report) = synthesise(shape, ty, &tokenizer, seed, out)?;
+    bar.finish_and_clear();
+    let mut o = std::io::stdout().lock();
+    writeln!(
+        o,
+        "{}: {} shape, {:.2} B parameters, {} tensors, {} bytes ({:.2} GB), written in {:.1} s",
+        out.display(),
+        shape.name(),
+        synth_parameters(&spec) as f64 / 1e9,
+        report.tensors,
+        report.bytes_written,
+        report.bytes_written as f64 / 1e9,
+        t.elapsed().as_secs_f64()
+    )?;
+    let note = if report.tokenizer_tokens > shape.vocab() {
+        format!(" (the tokenizer's, larger than the shape's {})", shape.vocab())
+    } else if report.padded_tokens > 0 {
+        format!(" ({} unused tokens appended to the tokenizer's {})", report.padded_tokens, report.tokenizer_tokens)
+    } else {
+        String::new()
+    };
+    writeln!(o, "tokenizer from {}; vocabulary {}{note}", tokenizer.display(), spec.vocab)?;
+    writeln!(o, "random weights: speed measurements only, the answers mean nothing")?;
+    Ok(())
 }
 
 fn fetch() -> anyhow::Result<()> {

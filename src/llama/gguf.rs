@@ -93,7 +93,7 @@ impl TensorInfo {
 /// here rather than later.
 #[derive(Debug)]
 pub struct GgufFile {
-    ctx: NonNull<sys::gguf_context>,
+    pub(super) ctx: NonNull<sys::gguf_context>,
     meta: NonNull<sys::ggml_context>,
     path: PathBuf,
     file_len: u64,

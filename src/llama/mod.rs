@@ -28,12 +28,14 @@ mod context;
 mod error;
 mod gguf;
 mod model;
+mod synth;
 
 pub use backend::{init_backend, last_error, set_log_verbose};
 pub use batch::{EmbdBatch, TokenBatch};
 pub use context::{Context, ContextParams};
 pub use error::{DecodeError, LlamaError};
 pub use gguf::{dequantize_to_f16, DequantizeReport, GgufFile, TensorInfo};
+pub use synth::{tokenizer_size, write_synthetic, MetaValue, SynthReport, SynthSpec, SynthTensor, WeightType};
 pub use model::{format_chat, EmbeddingStats, Model, ModelParams, TokenEmbeddings};
 
 /// Layers offloaded to a GPU unless a flag says otherwise: all of them in a CUDA build, none
