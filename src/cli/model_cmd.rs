@@ -112,7 +112,10 @@ fn check_out(out: &std::path::Path, force: bool) -> anyhow::Result<()> {
         anyhow::bail!("--out {}: is a directory: expected a file name", out.display());
     }
     if out.exists() && !force {
-        anyhow::bail!("--out {}: exists already: expected a new file (give --force to replace it)", out.display());
+        anyhow::bail!(
+            "--out {}: exists already: expected a new file (give --force to replace it)",
+            out.display()
+        );
     }
     Ok(())
 }
@@ -155,7 +158,10 @@ fn synth(
     let note = if report.tokenizer_tokens > shape.vocab() {
         format!(" (the tokenizer's, larger than the shape's {})", shape.vocab())
     } else if report.padded_tokens > 0 {
-        format!(" ({} unused tokens appended to the tokenizer's {})", report.padded_tokens, report.tokenizer_tokens)
+        format!(
+            " ({} unused tokens appended to the tokenizer's {})",
+            report.padded_tokens, report.tokenizer_tokens
+        )
     } else {
         String::new()
     };

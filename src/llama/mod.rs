@@ -35,8 +35,10 @@ pub use batch::{EmbdBatch, TokenBatch};
 pub use context::{Context, ContextParams};
 pub use error::{DecodeError, LlamaError};
 pub use gguf::{dequantize_to_f16, DequantizeReport, GgufFile, TensorInfo};
-pub use synth::{tokenizer_size, write_synthetic, MetaValue, SynthReport, SynthSpec, SynthTensor, WeightType};
 pub use model::{format_chat, EmbeddingStats, Model, ModelParams, TokenEmbeddings};
+pub use synth::{
+    tokenizer_size, write_synthetic, MetaValue, SynthReport, SynthSpec, SynthTensor, WeightType,
+};
 
 /// Layers offloaded to a GPU unless a flag says otherwise: all of them in a CUDA build, none
 /// in a CPU build (where llama.cpp ignores the setting anyway).

@@ -158,7 +158,8 @@ pub fn write_synthetic(spec: &SynthSpec, tokenizer: &Path, out: &Path) -> Result
     let src = GgufFile::open(tokenizer)?;
     // SAFETY: gguf_init_empty returns a fresh context or NULL.
     let b = GgufBuilder(
-        NonNull::new(unsafe { sys::gguf_init_empty() }).ok_or_else(|| write_err(out, "gguf_init_empty failed"))?,
+        NonNull::new(unsafe { sys::gguf_init_empty() })
+            .ok_or_else(|| write_err(out, "gguf_init_empty failed"))?,
     );
     let ctx = b.0.as_ptr();
     // Metadata: the tokenizer's keys, then the shape's.
@@ -191,12 +192,17 @@ pub fn write_synthetic(spec: &SynthSpec, tokenizer: &Path, out: &Path) -> Result
         no_alloc: true,
     };
     // SAFETY: valid parameters; NULL on failure.
-    let meta = GgmlMeta(NonNull::new(unsafe { sys::ggml_init(params) }).ok_or_else(|| write_err(out, "ggml_init failed"))?);
+    let meta = GgmlMeta(
+        NonNull::new(unsafe { sys::ggml_init(params) }).ok_or_else(|| write_err(out, "ggml_init failed"))?,
+    );
     let mut types = Vec::with_capacity(spec.tensors.len());
     for t in &spec.tensors {
         let ty = if t.norm { sys::GGML_TYPE_F32 } else { spec.weight_type.ggml() };
         if ty == sys::GGML_TYPE_Q4_0 && t.ne[0] % 32 != 0 {
-            return Err(write_err(out, format!("tensor {}: rows of {} do not split into Q4_0 blocks of 32", t.name, t.ne[0])));
+            return Err(write_err(
+                out,
+                format!("tensor {}: rows of {} do not split into Q4_0 blocks of 32", t.name, t.ne[0]),
+            ));
         }
         // SAFETY: the context has room for every descriptor; `ne` holds n_dims values; the
         // name is shorter than GGML_MAX_NAME (checked by ggml, which truncates).
@@ -216,7 +222,8 @@ pub fn write_synthetic(spec: &SynthSpec, tokenizer: &Path, out: &Path) -> Result
         out.with_file_name(name)
     };
     let result = write_data(ctx, spec, &types, &tmp).and_then(|bytes| {
-        let back = GgufFile::open(&tmp).map_err(|e| write_err(out, format!("the written file does not read back: {e}")))?;
+        let back = GgufFile::open(&tmp)
+            .map_err(|e| write_err(out, format!("the written file does not read back: {e}")))?;
         if back.tensors().len() != spec.tensors.len() || back.file_len() != bytes {
             return Err(write_err(out, "the written file has a different tensor table or size"));
         }
@@ -230,7 +237,11 @@ pub fn write_synthetic(spec: &SynthSpec, tokenizer: &Path, out: &Path) -> Result
 }
 
 /// Pad the token arrays to `vocab` entries with unused tokens. Returns (tokens before, added).
-fn pad_vocab(ctx: *mut sys::gguf_context, vocab: usize, tokenizer: &Path) -> Result<(usize, usize), LlamaError> {
+fn pad_vocab(
+    ctx: *mut sys::gguf_context,
+    vocab: usize,
+    tokenizer: &Path,
+) -> Result<(usize, usize), LlamaError> {
     let bad = |reason: String| LlamaError::GgufWrite { path: tokenizer.to_path_buf(), reason };
     let find = |k: &str| {
         let key = cstring(k);
@@ -250,7 +261,8 @@ fn pad_vocab(ctx: *mut sys::gguf_context, vocab: usize, tokenizer: &Path) -> Res
         return Ok((n, 0));
     }
     // SAFETY: `id` is a string array of `n` entries.
-    let mut tokens: Vec<CString> = (0..n).map(|i| unsafe { cstring(&cstr_lossy(sys::gguf_get_arr_str(ctx, id, i))) }).collect();
+    let mut tokens: Vec<CString> =
+        (0..n).map(|i| unsafe { cstring(&cstr_lossy(sys::gguf_get_arr_str(ctx, id, i))) }).collect();
     tokens.extend((n..vocab).map(|i| cstring(&format!("<deopt_synth_unused_{i}>"))));
     let mut ptrs: Vec<*const std::ffi::c_char> = tokens.iter().map(|t| t.as_ptr()).collect();
     // SAFETY: `ptrs` holds `vocab` valid C strings, alive during the call (ggml copies them).
@@ -267,7 +279,11 @@ fn pad_vocab(ctx: *mut sys::gguf_context, vocab: usize, tokenizer: &Path) -> Res
             }
             let data = sys::gguf_get_arr_data(ctx, id).cast::<u8>();
             let mut bytes = std::slice::from_raw_parts(data, n * 4).to_vec();
-            let fill = if ty == sys::GGUF_TYPE_FLOAT32 { 0f32.to_le_bytes() } else { TOKEN_TYPE_UNUSED.to_le_bytes() };
+            let fill = if ty == sys::GGUF_TYPE_FLOAT32 {
+                0f32.to_le_bytes()
+            } else {
+                TOKEN_TYPE_UNUSED.to_le_bytes()
+            };
             for _ in n..vocab {
                 bytes.extend_from_slice(&fill);
             }
@@ -281,7 +297,12 @@ fn pad_vocab(ctx: *mut sys::gguf_context, vocab: usize, tokenizer: &Path) -> Res
 /// not depend on the thread count).
 const CHUNK_ROWS: usize = 64;
 
-fn write_data(ctx: *mut sys::gguf_context, spec: &SynthSpec, types: &[sys::ggml_type], tmp: &PathBuf) -> Result<u64, LlamaError> {
+fn write_data(
+    ctx: *mut sys::gguf_context,
+    spec: &SynthSpec,
+    types: &[sys::ggml_type],
+    tmp: &PathBuf,
+) -> Result<u64, LlamaError> {
     let wr = |e: std::io::Error| write_err(tmp, format!("cannot write: {e}"));
     let file = File::create(tmp).map_err(wr)?;
     let mut w = BufWriter::with_capacity(1 << 22, file);
@@ -301,7 +322,14 @@ fn write_data(ctx: *mut sys::gguf_context, spec: &SynthSpec, types: &[sys::ggml_
         // SAFETY: `i` is a valid tensor id (same table as `spec.tensors`).
         let rel = unsafe { sys::gguf_get_tensor_offset(ctx, i as i64) } as u64;
         if written != data_start + rel {
-            return Err(write_err(tmp, format!("tensor {} would start at byte {written}, its offset says {}", t.name, data_start + rel)));
+            return Err(write_err(
+                tmp,
+                format!(
+                    "tensor {} would start at byte {written}, its offset says {}",
+                    t.name,
+                    data_start + rel
+                ),
+            ));
         }
         let row = t.ne[0] as usize;
         let rows: usize = t.ne[1..].iter().map(|&d| d as usize).product();

@@ -7,7 +7,9 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result};
 
-use crate::llama::{tokenizer_size, write_synthetic, MetaValue, SynthReport, SynthSpec, SynthTensor, WeightType};
+use crate::llama::{
+    tokenizer_size, write_synthetic, MetaValue, SynthReport, SynthSpec, SynthTensor, WeightType,
+};
 
 /// A model size to imitate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -126,7 +128,10 @@ pub fn spec(shape: Shape, ty: SynthType, vocab: usize, seed: u64) -> SynthSpec {
         (format!("{a}.attention.head_count_kv"), MetaValue::U32(d.n_head_kv as u32)),
         (format!("{a}.attention.key_length"), MetaValue::U32(d.head_dim as u32)),
         (format!("{a}.attention.value_length"), MetaValue::U32(d.head_dim as u32)),
-        (format!("{a}.attention.layer_norm_rms_epsilon"), MetaValue::F32(if a == "gemma3" { 1e-6 } else { 1e-5 })),
+        (
+            format!("{a}.attention.layer_norm_rms_epsilon"),
+            MetaValue::F32(if a == "gemma3" { 1e-6 } else { 1e-5 }),
+        ),
         (format!("{a}.rope.freq_base"), MetaValue::F32(d.rope_base)),
         ("general.file_type".to_string(), MetaValue::U32(weight_type(ty).file_type())),
         ("general.quantization_version".to_string(), MetaValue::U32(2)),
@@ -140,7 +145,8 @@ pub fn spec(shape: Shape, ty: SynthType, vocab: usize, seed: u64) -> SynthSpec {
     let (e, q, kv, ff) = (d.n_embd, d.n_head * d.head_dim, d.n_head_kv * d.head_dim, d.n_ff);
     let w = |name: String, ne: &[i64]| SynthTensor { name, ne: ne.to_vec(), norm: false };
     let n = |name: String, len: i64| SynthTensor { name, ne: vec![len], norm: true };
-    let mut tensors = vec![w("token_embd.weight".into(), &[e, vocab as i64]), n("output_norm.weight".into(), e)];
+    let mut tensors =
+        vec![w("token_embd.weight".into(), &[e, vocab as i64]), n("output_norm.weight".into(), e)];
     if !d.tied {
         tensors.push(w("output.weight".into(), &[e, vocab as i64]));
     }
@@ -186,7 +192,13 @@ pub fn parameters(spec: &SynthSpec) -> u64 {
 ///
 /// # Errors
 /// A tokenizer source that is not a GGUF with a tokenizer; write failures.
-pub fn synthesise(shape: Shape, ty: SynthType, tokenizer: &Path, seed: u64, out: &Path) -> Result<(SynthSpec, SynthReport)> {
+pub fn synthesise(
+    shape: Shape,
+    ty: SynthType,
+    tokenizer: &Path,
+    seed: u64,
+    out: &Path,
+) -> Result<(SynthSpec, SynthReport)> {
     let n = tokenizer_size(tokenizer).with_context(|| format!("--tokenizer {}", tokenizer.display()))?;
     anyhow::ensure!(
         n > 0,
@@ -207,6 +219,13 @@ pub fn synthesise(shape: Shape, ty: SynthType, tokenizer: &Path, seed: u64, out:
 pub fn tokenizer_only(from: &Path, out: &Path) -> Result<SynthReport> {
     let n = tokenizer_size(from).with_context(|| format!("--from {}", from.display()))?;
     anyhow::ensure!(n > 0, "--from {}: has no tokenizer.ggml.tokens; expected a model GGUF", from.display());
-    let spec = SynthSpec { meta: Vec::new(), tensors: Vec::new(), weight_type: WeightType::F16, vocab: n, std: 0.0, seed: 0 };
+    let spec = SynthSpec {
+        meta: Vec::new(),
+        tensors: Vec::new(),
+        weight_type: WeightType::F16,
+        vocab: n,
+        std: 0.0,
+        seed: 0,
+    };
     Ok(write_synthetic(&spec, from, out)?)
 }

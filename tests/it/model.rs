@@ -149,3 +149,135 @@ fn fetch_failures_are_clear_errors() {
     assert_eq!(left, vec![OsString::from(".fetch.lock")]);
     let _ = std::fs::remove_dir_all(home);
 }
+
+/// `deopt model tokenizer` and `deopt model synth`: the synthetic GGUFs load in llama.cpp with
+/// the shape's dimensions, give finite, non-constant logits, score survey items, and are a
+/// pure function of the seed.
+#[test]
+fn synthetic_models_load_and_give_finite_logits() {
+    use deopt::engine::{Engine, EngineConfig, Plan};
+    use deopt::llama::{Context, ContextParams, Model, ModelParams, TokenBatch};
+    let _g = crate::common::serial();
+    let dir = tmpdir("synth");
+    let run = |args: &[&str]| {
+        let out = deopt_cmd().args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let tok = dir.join("tok.gguf");
+    run(&["model", "tokenizer", "--out", tok.to_str().unwrap()]);
+    let tok_len = std::fs::metadata(&tok).unwrap().len();
+    assert!(tok_len < 16 << 20, "a tokenizer-only file is small: {tok_len} bytes");
+    assert_eq!(deopt::llama::GgufFile::open(&tok).unwrap().tensors().len(), 0);
+
+    let g = dir.join("g.gguf");
+    let said = run(&[
+        "model",
+        "synth",
+        "--shape",
+        "gemma3-270m",
+        "--tokenizer",
+        tok.to_str().unwrap(),
+        "--seed",
+        "3",
+        "--out",
+        g.to_str().unwrap(),
+    ]);
+    assert!(said.contains("gemma3-270m shape") && said.contains("vocabulary 262144"), "{said}");
+    // Same seed, same bytes; another seed, other weights.
+    let again = dir.join("g2.gguf");
+    run(&[
+        "model",
+        "synth",
+        "--shape",
+        "gemma3-270m",
+        "--tokenizer",
+        tok.to_str().unwrap(),
+        "--seed",
+        "3",
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    assert_eq!(file_sha256(&g).unwrap(), file_sha256(&again).unwrap());
+    run(&[
+        "model",
+        "synth",
+        "--shape",
+        "gemma3-270m",
+        "--tokenizer",
+        tok.to_str().unwrap(),
+        "--seed",
+        "4",
+        "--out",
+        again.to_str().unwrap(),
+        "--force",
+    ]);
+    assert_ne!(file_sha256(&g).unwrap(), file_sha256(&again).unwrap());
+    // Existing output without --force: one line, file untouched.
+    let before = file_sha256(&again).unwrap();
+    crate::common::fails_with(
+        &["model", "synth", "--shape", "gemma3-270m", "--out", again.to_str().unwrap()],
+        "exists already",
+    );
+    assert_eq!(file_sha256(&again).unwrap(), before);
+    crate::common::fails_with(
+        &[
+            "model",
+            "synth",
+            "--shape",
+            "llama-1b",
+            "--tokenizer",
+            g.with_extension("none").to_str().unwrap(),
+            "--out",
+            dir.join("x.gguf").to_str().unwrap(),
+        ],
+        "--tokenizer",
+    );
+    assert!(!dir.join("x.gguf").exists());
+
+    let l = dir.join("l.gguf");
+    run(&[
+        "model",
+        "synth",
+        "--shape",
+        "llama-1b",
+        "--type",
+        "q4_0",
+        "--tokenizer",
+        tok.to_str().unwrap(),
+        "--out",
+        l.to_str().unwrap(),
+    ]);
+    for (path, arch, n_embd, n_layer) in [(&g, "gemma3", 640, 18), (&l, "llama", 2048, 16)] {
+        let m = Model::load(path, &ModelParams::default()).unwrap();
+        assert_eq!(
+            (m.architecture(), m.n_embd(), m.n_layer(), m.n_vocab()),
+            (arch, n_embd, n_layer, 262_144)
+        );
+        let params =
+            ContextParams { n_ctx: 256, n_batch: 64, n_ubatch: 64, n_seq_max: 1, ..ContextParams::default() };
+        let mut ctx = Context::new(&m, &params).unwrap();
+        let toks = m.tokenize("Hello world, how are you today?", true, false).unwrap();
+        let mut batch = TokenBatch::new(64, 1).unwrap();
+        let last = batch.push_seq(&toks, 0, &[0], true).unwrap().unwrap();
+        ctx.decode_tokens(&batch).unwrap();
+        let logits = ctx.logits(last).unwrap();
+        assert!(logits.iter().all(|v| v.is_finite()), "{arch}: non-finite logits");
+        let (lo, hi) = logits.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+        assert!(hi - lo > 1e-3, "{arch}: constant logits");
+        drop(ctx);
+        // The engine scores survey items on it (exact and batched alike).
+        let survey = deopt::data::survey::Survey::builtin(deopt::data::survey::SurveyKind::Vsm13).unwrap();
+        let items: Vec<_> = survey.items.iter().take(3).collect();
+        let plan = Plan::new(&m, &items, &deopt::prompt::render::Layout::default()).unwrap();
+        let mut rng = <rand_xoshiro::Xoshiro256PlusPlus as rand::SeedableRng>::seed_from_u64(1);
+        let p = deopt::prompt::init::draw(&m, deopt::prompt::init::InitKind::Vocab, 4, &mut rng).unwrap();
+        let mut engine =
+            Engine::new(&m, EngineConfig { prompt_group: 2, ..EngineConfig::default() }).unwrap();
+        for s in engine.score(&plan, &[&p, &p]).unwrap().iter().flatten() {
+            assert!(
+                s.probs.iter().all(|x| x.is_finite()) && (s.probs.iter().sum::<f64>() - 1.0).abs() < 1e-9
+            );
+        }
+    }
+}
