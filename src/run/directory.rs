@@ -371,6 +371,13 @@ pub fn spec_digest(spec: &RunSpec) -> String {
     let mut v = serde_json::to_value(spec).unwrap_or_default();
     if let Some(o) = v.as_object_mut() {
         o.remove("stop");
+        // Runs recorded before `batch_prompts` existed scored exactly (1): leaving the exact
+        // value out keeps their digests, so they still resume.
+        if let Some(m) = o.get_mut("model").and_then(|m| m.as_object_mut()) {
+            if m.get("batch_prompts") == Some(&serde_json::json!(1)) {
+                m.remove("batch_prompts");
+            }
+        }
     }
     sha256_hex(v.to_string().as_bytes())
 }
@@ -684,6 +691,25 @@ pub fn is_run(dir: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A config.json written before `batch_prompts` existed: it resumes with the exact
+    /// schedule, and its spec digest is the one its checkpoint recorded then.
+    #[test]
+    fn configs_from_before_batch_prompts_keep_their_digest() {
+        let text = include_str!("../../tests/fixtures/run_config.json");
+        let config: RunConfig = serde_json::from_str(text).unwrap();
+        assert_eq!(config.spec.model.batch_prompts, 1);
+        let mut raw: serde_json::Value = serde_json::from_str(text).unwrap();
+        let spec = raw["spec"].as_object_mut().unwrap();
+        spec.remove("stop");
+        assert!(spec["model"].get("batch_prompts").is_none());
+        let recorded = sha256_hex(serde_json::Value::Object(spec.clone()).to_string().as_bytes());
+        assert_eq!(spec_digest(&config.spec), recorded);
+        // A batched run's digest differs from the exact one's.
+        let mut batched = config.spec.clone();
+        batched.model.batch_prompts = 8;
+        assert_ne!(spec_digest(&batched), recorded);
+    }
 
     #[test]
     fn civil_dates() {

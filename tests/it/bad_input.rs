@@ -265,6 +265,8 @@ fn sizes_are_refused_before_the_model_loads() {
         (&["--tokens", "2", "--subspace", "100000000"][..], "--subspace 100000000: expected at most 1280"),
         (&["--max-evals", "0"][..], "--max-evals 0: expected a budget"),
         (&["--threads", "0"][..], "--threads 0: expected at least one thread"),
+        (&["--batch-prompts", "0"][..], "invalid value '0' for '--batch-prompts <N>': 0 is not in 1..=256"),
+        (&["--exact", "--batch-prompts", "4"][..], "'--exact' cannot be used with '--batch-prompts <N>'"),
     ] {
         let mut a = vec!["run", "--country", "SAU", "--gens", "1"];
         a.extend_from_slice(args);
