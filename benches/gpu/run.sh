@@ -56,17 +56,20 @@ bench() { # name model extra-args...
     echo "bench $name: $((SECONDS - t0)) s"
 }
 
-# 270M shape (the default model's architecture and tokenizer, random weights).
-"$deopt" model synth --shape gemma3-270m --type q4_0 --tokenizer "$bundle/tok-gemma3.gguf" --out "$work/g270m.gguf"
-bench gemma3-270m-batched "$work/g270m.gguf" --batch-prompts "$prompts"
-bench gemma3-270m-b8 "$work/g270m.gguf" --batch-prompts 8
-rm -f "$work/g270m.gguf"
-
-# 8B shape, Q4_0, Llama-3 dimensions with a Llama-style BPE tokenizer padded to 128,256 tokens.
-"$deopt" model synth --shape llama-8b --type q4_0 --tokenizer "$bundle/tok-smollm2.gguf" --out "$work/l8b.gguf"
-bench llama-8b-batched "$work/l8b.gguf" --batch-prompts "$prompts"
-bench llama-8b-b8 "$work/l8b.gguf" --batch-prompts 8
-rm -f "$work/l8b.gguf"
+# Shapes to measure (DEOPT_GPU_SHAPES overrides, e.g. for a dry run on a CPU machine).
+for shape in ${DEOPT_GPU_SHAPES:-gemma3-270m llama-8b}; do
+    case $shape in
+        # The default model's architecture and tokenizer, random weights.
+        gemma3-270m) tok=$bundle/tok-gemma3.gguf ;;
+        # Llama-3 dimensions with a Llama-style BPE tokenizer padded to 128,256 tokens.
+        *) tok=$bundle/tok-smollm2.gguf ;;
+    esac
+    "$deopt" model synth --shape "$shape" --type q4_0 --tokenizer "$tok" --out "$work/$shape.gguf"
+    bench "$shape-batched" "$work/$shape.gguf" --batch-prompts "$prompts"
+    bench "$shape-b8" "$work/$shape.gguf" --batch-prompts 8
+    bench "$shape-batched-ub2048" "$work/$shape.gguf" --batch-prompts "$prompts" --batch 2048
+    rm -f "$work/$shape.gguf"
+done
 
 python3 - "$out" <<'EOF' | tee "$out/summary.txt"
 import json, os, sys, csv
