@@ -432,6 +432,16 @@ impl<'m> Engine<'m> {
         &self.schedules[&key]
     }
 
+    /// `prompt_group`, or fewer prompts where that many would not fit in the context limit
+    /// (each prompt of a group keeps its own KV cells). Fixed by the plan, the prompt length
+    /// and the settings, so the grouping stays reproducible.
+    fn group_that_fits(&mut self, plan: &Plan, rows: usize) -> usize {
+        let limit = self.config.max_ctx.unwrap_or(self.model.n_ctx_train());
+        let s = self.schedule(plan, rows, false);
+        let fit = if limit == 0 { usize::MAX } else { limit.saturating_sub(s.head.len()) / s.cells.max(1) };
+        self.config.prompt_group.min(fit).max(1)
+    }
+
     fn schedule(&mut self, plan: &Plan, rows: usize, gen: bool) -> &Schedule {
         let key = (plan.id, rows, gen, 1);
         let model = self.model;
@@ -488,8 +498,9 @@ impl<'m> Engine<'m> {
         let mut at = 0;
         while at < prompts.len() {
             let rows = prompts[at].rows();
+            let group = self.group_that_fits(plan, rows);
             let mut end = at + 1;
-            while end < prompts.len() && end - at < self.config.prompt_group && prompts[end].rows() == rows {
+            while end < prompts.len() && end - at < group && prompts[end].rows() == rows {
                 end += 1;
             }
             let group = &prompts[at..end];

@@ -110,6 +110,12 @@ fn batched_schedule_agrees_with_exact_within_documented_drift() {
             assert!(max_diff(g, w) > own, "prompt {i}'s batched answers are closer to prompt {j}'s");
         }
     }
+    // A group larger than the context holds is cut to what fits (each prompt keeps its own
+    // cells): with room for two prompts, groups of 6 score as groups of 2.
+    let two = exact.cells_needed(&plan, 10) * 2;
+    let cfg = |g| EngineConfig { prompt_group: g, max_ctx: Some(two), ..EngineConfig::default() };
+    let capped = Engine::new(m, cfg(6)).unwrap().score(&plan, &refs).unwrap();
+    assert_eq!(capped, Engine::new(m, cfg(2)).unwrap().score(&plan, &refs).unwrap());
     let (e, b) = (exact.stats(), batched.stats());
     assert_eq!(e.logical, b.logical);
     assert_eq!(e.computed, b.computed, "grouping must not change what is computed");
