@@ -40,7 +40,7 @@ pub enum ModelCommand {
         #[arg(long, value_enum)]
         shape: Shape,
         /// Storage of the weight matrices
-        #[arg(long = "type", value_enum, default_value_t = SynthType::Q4_0)]
+        #[arg(long = "type", value_name = "TYPE", value_enum, default_value_t = SynthType::Q4_0)]
         ty: SynthType,
         /// GGUF whose tokenizer to copy (a model, or a file from `deopt model tokenizer`);
         /// default: the default model's
