@@ -2,8 +2,9 @@
 # GPU throughput of deopt's engine, run on a GPU machine from carried files alone (no Rust, no
 # network there). README, "GPU builds", says how to prepare the bundle on a build machine:
 #
-#   BUNDLE/deopt                 the CUDA build (benches/gpu/prepare.sh makes the bundle)
-#   BUNDLE/lib/*.so*             llama.cpp/ggml shared libraries, when built as shared libraries
+#   BUNDLE/deopt-cuda-sm90.tar.xz  the CUDA build with llama.cpp's shared libraries
+#                                  (benches/gpu/prepare.sh makes the bundle); without it,
+#                                  BUNDLE/deopt is used (a dry run with a CPU build)
 #   BUNDLE/tok-gemma3.gguf       tokenizer of the default model (deopt model tokenizer)
 #   BUNDLE/tok-smollm2.gguf      a Llama-style BPE tokenizer with a chat template (SmolLM2)
 #
@@ -20,8 +21,14 @@ work=${TMPDIR:-/tmp}/deopt-gpu-$$
 mkdir -p "$work"
 trap 'rm -rf "$work"' EXIT
 
-# CUDA runtime and cuBLAS: the bundle's own, the CUDA toolkit's, or PyTorch's NVIDIA wheels.
-libdirs="$bundle/lib"
+if [ -f "$bundle/deopt-cuda-sm90.tar.xz" ]; then
+    tar -xJf "$bundle/deopt-cuda-sm90.tar.xz" -C "$work"
+    deopt=$work/deopt-cuda-sm90/deopt
+else
+    deopt=$bundle/deopt
+fi
+# CUDA runtime and cuBLAS (CUDA 13): the toolkit's, or PyTorch's NVIDIA wheels.
+libdirs=""
 for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
     [ -d "$d" ] && libdirs="$libdirs:$d"
 done
@@ -33,14 +40,13 @@ print(":".join(dirs))
 EOF
 )
 [ -n "$py_libs" ] && libdirs="$libdirs:$py_libs"
-export LD_LIBRARY_PATH="$libdirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-deopt="$bundle/deopt"
+export LD_LIBRARY_PATH="${libdirs#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 chmod +x "$deopt"
 {
     echo "date: $(date -u +%FT%TZ)"
     nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader || true
     echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
-    ldd "$deopt" | grep -E "cuda|cublas|ggml|llama|not found" || true
+    ldd "$deopt" "$(dirname "$deopt")"/libggml-cuda.so.0 2>/dev/null | grep -E "cuda|cublas|ggml|llama|not found" || true
     "$deopt" --version
 } | tee "$out/environment.txt"
 
