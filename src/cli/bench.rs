@@ -13,7 +13,8 @@ use crate::data::survey::{Survey, SurveyKind};
 use crate::optim::testfn::Function;
 use crate::optim::Strategy;
 
-/// Measure raw prompt processing, naive scoring and the engine on the VSM13 workload.
+/// Measure raw prompt processing, naive scoring and the engine on the VSM13 workload, with the
+/// exact schedule and the batched one (--batch-prompts, 8 unless given).
 #[derive(Debug, clap::Args)]
 pub struct BenchEngineArgs {
     /// Soft prompts in the workload
@@ -52,7 +53,9 @@ pub fn engine(args: BenchEngineArgs) -> Result<()> {
         prompts: args.prompts,
         rows: args.tokens,
         seed: args.seed,
-        batch_prompts: args.model.batch_prompts,
+        // Both schedules are always measured: the batched side takes --batch-prompts, or 8
+        // where that is 1 (the CPU build's default).
+        batch_prompts: if args.model.batch_prompts > 1 { args.model.batch_prompts } else { 8 },
         naive: !args.no_naive,
     };
     let b = engine_bench(&model, &resolved.display_name, &config, &work, |m| bar.set_message(m.to_string()))?;

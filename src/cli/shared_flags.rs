@@ -114,8 +114,9 @@ pub struct ModelArgs {
     /// choice in a CPU build)
     #[arg(long, default_value_t = crate::llama::DEFAULT_GPU_LAYERS, allow_negative_numbers = true)]
     pub gpu_layers: i32,
-    /// Prompts scored side by side in each llama.cpp decode call: fewer, fuller calls (faster,
-    /// above all on a GPU), at the price of answers that move slightly with their company
+    /// Prompts scored side by side in each llama.cpp decode call: fewer, fuller calls (for a
+    /// GPU; default 8 in a CUDA build, 1 on a CPU), at the price of answers that move slightly
+    /// with their company
     #[arg(long, value_name = "N", default_value_t = crate::run::spec::DEFAULT_BATCH_PROMPTS,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
     pub batch_prompts: usize,

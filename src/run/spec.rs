@@ -131,8 +131,10 @@ fn exact_schedule() -> usize {
     1
 }
 
-/// Prompts per decode group unless `--batch-prompts` or `--exact` says otherwise.
-pub const DEFAULT_BATCH_PROMPTS: usize = 8;
+/// Prompts per decode group unless `--batch-prompts` or `--exact` says otherwise: 8 in a CUDA
+/// build (fuller calls keep the GPU busy); 1, the exact schedule, on a CPU, where batching
+/// measured no faster (README, "Exact and batched scoring").
+pub const DEFAULT_BATCH_PROMPTS: usize = if cfg!(feature = "cuda") { 8 } else { 1 };
 
 impl Default for ModelSpec {
     fn default() -> Self {

@@ -9,9 +9,23 @@ use std::time::{Duration, Instant};
 
 use crate::common::{assert_one_line_error, deopt, deopt_cmd, fails_with, serial, tmpdir};
 
-/// The run of the resume test (the command).
-const RUN: [&str; 11] =
-    ["run", "--country", "USA", "--pop", "8", "--gens", "4", "--tokens", "2", "--seed", "5"];
+/// The run of the resume test (the command), in the batched schedule with groups of 3,
+/// 3 and 2 prompts, so the resume replays uneven groups.
+const RUN: [&str; 13] = [
+    "run",
+    "--country",
+    "USA",
+    "--pop",
+    "8",
+    "--gens",
+    "4",
+    "--tokens",
+    "2",
+    "--seed",
+    "5",
+    "--batch-prompts",
+    "3",
+];
 
 fn ok(o: Output) -> Output {
     assert!(o.status.success(), "deopt failed: {}", String::from_utf8_lossy(&o.stderr));
