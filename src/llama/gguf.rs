@@ -439,7 +439,20 @@ pub fn dequantize_to_f16(src: &Path, dst: &Path) -> Result<DequantizeReport, Lla
     result
 }
 
-fn tmp_path(dst: &Path) -> PathBuf {
+/// The header, metadata and tensor table of a gguf context as ggml writes them, padded to the
+/// alignment: what precedes the tensor data in the file.
+pub(super) fn meta_bytes(ctx: *const sys::gguf_context) -> Vec<u8> {
+    // SAFETY: the caller's context is valid; `meta` has exactly `gguf_get_meta_size` bytes.
+    unsafe {
+        let n = sys::gguf_get_meta_size(ctx);
+        let mut meta = vec![0u8; n];
+        sys::gguf_get_meta_data(ctx, meta.as_mut_ptr().cast());
+        meta
+    }
+}
+
+/// A temporary file next to `dst`, renamed into place once written.
+pub(super) fn tmp_path(dst: &Path) -> PathBuf {
     let mut name = dst.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(format!(".tmp-{}", std::process::id()));
     dst.with_file_name(name)
@@ -457,13 +470,7 @@ fn write_dequantized(
     let mut w = BufWriter::with_capacity(1 << 20, out);
     let wr = |e| io_err("cannot write", tmp, e);
 
-    // SAFETY: valid context; `meta` has exactly `gguf_get_meta_size` bytes.
-    let meta = unsafe {
-        let n = sys::gguf_get_meta_size(ctx);
-        let mut meta = vec![0u8; n];
-        sys::gguf_get_meta_data(ctx, meta.as_mut_ptr().cast());
-        meta
-    };
+    let meta = meta_bytes(ctx);
     w.write_all(&meta).map_err(wr)?;
     let data_start = meta.len() as u64;
     let mut written = data_start;

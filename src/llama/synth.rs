@@ -16,7 +16,7 @@ use rand::{RngCore, SeedableRng};
 use rayon::prelude::*;
 
 use super::error::LlamaError;
-use super::gguf::{cstr_lossy, GgufFile};
+use super::gguf::{cstr_lossy, meta_bytes, tmp_path, GgufFile};
 
 /// A metadata value of a synthetic model.
 #[derive(Debug, Clone, PartialEq)]
@@ -216,11 +216,7 @@ pub fn write_synthetic(spec: &SynthSpec, tokenizer: &Path, out: &Path) -> Result
         }
         types.push(ty);
     }
-    let tmp = {
-        let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-        name.push(format!(".tmp-{}", std::process::id()));
-        out.with_file_name(name)
-    };
+    let tmp = tmp_path(out);
     let result = write_data(ctx, spec, &types, &tmp).and_then(|bytes| {
         let back = GgufFile::open(&tmp)
             .map_err(|e| write_err(out, format!("the written file does not read back: {e}")))?;
@@ -306,13 +302,7 @@ fn write_data(
     let wr = |e: std::io::Error| write_err(tmp, format!("cannot write: {e}"));
     let file = File::create(tmp).map_err(wr)?;
     let mut w = BufWriter::with_capacity(1 << 22, file);
-    // SAFETY: valid context; `meta` has exactly `gguf_get_meta_size` bytes.
-    let meta = unsafe {
-        let n = sys::gguf_get_meta_size(ctx);
-        let mut meta = vec![0u8; n];
-        sys::gguf_get_meta_data(ctx, meta.as_mut_ptr().cast());
-        meta
-    };
+    let meta = meta_bytes(ctx);
     w.write_all(&meta).map_err(wr)?;
     let data_start = meta.len() as u64;
     // SAFETY: valid context.

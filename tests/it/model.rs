@@ -186,32 +186,17 @@ fn synthetic_models_load_and_give_finite_logits() {
     assert!(said.contains("gemma3-270m shape") && said.contains("vocabulary 262144"), "{said}");
     // Same seed, same bytes; another seed, other weights.
     let again = dir.join("g2.gguf");
-    run(&[
-        "model",
-        "synth",
-        "--shape",
-        "gemma3-270m",
-        "--tokenizer",
-        tok.to_str().unwrap(),
-        "--seed",
-        "3",
-        "--out",
-        again.to_str().unwrap(),
-    ]);
+    let gemma = |seed: &str, force: bool| {
+        let mut a = vec!["model", "synth", "--shape", "gemma3-270m", "--tokenizer", tok.to_str().unwrap()];
+        a.extend(["--seed", seed, "--out", again.to_str().unwrap()]);
+        if force {
+            a.push("--force");
+        }
+        run(&a);
+    };
+    gemma("3", false);
     assert_eq!(file_sha256(&g).unwrap(), file_sha256(&again).unwrap());
-    run(&[
-        "model",
-        "synth",
-        "--shape",
-        "gemma3-270m",
-        "--tokenizer",
-        tok.to_str().unwrap(),
-        "--seed",
-        "4",
-        "--out",
-        again.to_str().unwrap(),
-        "--force",
-    ]);
+    gemma("4", true);
     assert_ne!(file_sha256(&g).unwrap(), file_sha256(&again).unwrap());
     // Existing output without --force: one line, file untouched.
     let before = file_sha256(&again).unwrap();
