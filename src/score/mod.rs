@@ -3,5 +3,6 @@
 //! so any backend that produces option probabilities is scored the same way.
 
 pub mod fitness;
+pub mod gradient;
 pub mod item_score;
 pub mod metrics;

