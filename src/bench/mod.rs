@@ -3,3 +3,4 @@
 
 pub mod engine_throughput;
 pub mod optimizer_functions;
+pub mod tune_step;

@@ -72,6 +72,62 @@ pub fn engine(args: BenchEngineArgs) -> Result<()> {
     Ok(())
 }
 
+/// Time one prompt-tuning step (candle forward and backward on the VSM13 items) next to the
+/// engine's forward-only scoring of one prompt, in the same run.
+#[derive(Debug, clap::Args)]
+pub struct BenchTuneArgs {
+    /// Rows per soft prompt
+    #[arg(long, default_value_t = 10)]
+    pub tokens: usize,
+    /// Items per forward pass
+    #[arg(long, default_value_t = crate::run::spec::TuneSpec::default().chunk)]
+    pub chunk: usize,
+    /// Repetitions (medians are reported)
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Where to write the JSON results
+    #[arg(long, value_name = "FILE", default_value = "results/bench-tune.json")]
+    pub out: PathBuf,
+    /// Print the JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// Run `deopt bench tune`.
+///
+/// # Errors
+/// Model, backend or engine failures, or an unwritable `--out`.
+pub fn tune(args: BenchTuneArgs) -> Result<()> {
+    let resolved = args.model.spec().resolve()?;
+    let grad = crate::grad::model::GradModel::load(&resolved.path)?;
+    let model = args.model.spec().load_resolved(&resolved)?;
+    let survey = Survey::builtin(SurveyKind::Vsm13)?;
+    let bar = crate::progress::spinner("benchmark", args.json);
+    let b = crate::bench::tune_step::tune_bench(
+        &model,
+        &grad,
+        &resolved.display_name,
+        &survey,
+        args.tokens,
+        args.chunk,
+        args.repeats,
+        &args.model.engine_config(),
+    )?;
+    bar.finish_and_clear();
+    let text = serde_json::to_string_pretty(&b)?;
+    crate::fsutil::write_atomic(&args.out, text.as_bytes())?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{text}")?;
+    } else {
+        write!(out, "{}", b.table())?;
+        writeln!(out, "written to {}", args.out.display())?;
+    }
+    Ok(())
+}
+
 /// Run an optimizer on a test function and report the final error `best f - f*`.
 ///
 /// The initial population is uniform in the function's usual domain, which is also the box

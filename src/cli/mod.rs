@@ -19,6 +19,7 @@ pub mod run;
 pub mod score;
 pub mod shared_flags;
 pub mod sweep;
+pub mod tune;
 
 /// Evolve soft prompts that align a frozen LLM with a country's survey answers.
 #[derive(Debug, Parser)]
@@ -42,6 +43,8 @@ pub enum Command {
     Score(score::ScoreArgs),
     /// Evolve a soft prompt for a country (differential evolution)
     Run(run::RunArgs),
+    /// Tune a soft prompt for a country with gradients (Adam; same prompts, model and scorer)
+    Tune(tune::TuneArgs),
     /// Write report.md and charts (PNG, SVG) for a run or sweep directory
     Report(report::ReportArgs),
     /// Run a grid of mutation x recombination settings, repeated; merge shard directories
@@ -63,6 +66,8 @@ pub enum BenchCommand {
     Engine(bench::BenchEngineArgs),
     /// Run an optimizer on standard test functions and print the final error
     Optimizer(bench::BenchOptimizerArgs),
+    /// One prompt-tuning step (candle, forward + backward) next to the engine's scoring
+    Tune(bench::BenchTuneArgs),
 }
 
 /// Parse the command line, run it, and turn an error into one line on stderr.
@@ -163,6 +168,7 @@ pub fn run(cli: Cli, given: &[String]) -> anyhow::Result<()> {
         Command::Score(args) => score::run(args),
         Command::Eval(args) => eval::run(args, given),
         Command::Run(args) => run::run(args, given),
+        Command::Tune(args) => tune::run(args, given),
         Command::Report(args) => report::run(args),
         Command::Sweep(args) => sweep::run(args),
         Command::Export(args) => export::run(args),
@@ -170,5 +176,6 @@ pub fn run(cli: Cli, given: &[String]) -> anyhow::Result<()> {
         Command::Model(args) => model_cmd::run(args),
         Command::Bench(BenchCommand::Optimizer(args)) => bench::optimizer(args),
         Command::Bench(BenchCommand::Engine(args)) => bench::engine(args),
+        Command::Bench(BenchCommand::Tune(args)) => bench::tune(args),
     }
 }

@@ -29,23 +29,36 @@ impl Default for AdamConfig {
     }
 }
 
+/// A setting of [`AdamConfig`] out of range.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field} {value}: {expected}")]
+pub struct AdamError {
+    /// The setting (`lr`, `clip`, `beta1`, `beta2`).
+    pub field: &'static str,
+    /// Its value.
+    pub value: f64,
+    /// What was expected.
+    pub expected: &'static str,
+}
+
 impl AdamConfig {
     /// Check the values; the error names the setting.
     ///
     /// # Errors
     /// A non-positive learning rate or clip norm, decays outside [0, 1).
-    pub fn validate(&self) -> Result<()> {
+    pub fn validate(&self) -> Result<(), AdamError> {
+        let err = |field, value, expected| Err(AdamError { field, value, expected });
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            bail!("lr {}: expected a positive learning rate", self.lr);
+            return err("lr", self.lr, "expected a positive learning rate");
         }
         if let Some(c) = self.clip {
             if !(c.is_finite() && c > 0.0) {
-                bail!("clip {c}: expected a positive gradient norm");
+                return err("clip", c, "expected a positive gradient norm");
             }
         }
         for (name, b) in [("beta1", self.beta1), ("beta2", self.beta2)] {
             if !(0.0..1.0).contains(&b) {
-                bail!("{name} {b}: expected a value in [0, 1)");
+                return err(name, b, "expected a value in [0, 1)");
             }
         }
         Ok(())

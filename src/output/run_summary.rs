@@ -23,23 +23,39 @@ fn write_summary(out: &mut String, o: &RunOutcome) -> std::fmt::Result {
         return writeln!(out, "{}: no generation was run", dir.display());
     };
     let first = ckpt.history.first().unwrap_or(last);
+    let tune = o.config.spec.tune();
+    let (steps, work) = match tune {
+        Some(t) => (
+            "Adam steps",
+            format!("{} forward-pass equivalents ({} objective)", last.evaluations, t.objective),
+        ),
+        None => ("generations", format!("{} evaluations", last.evaluations)),
+    };
     writeln!(
         out,
-        "{} for {} ({}): {} generations, {} evaluations{}",
+        "{} for {} ({}): {} {steps}, {work}{}",
         task.survey.name,
         task.country.iso3,
         task.country.name,
         last.generation,
-        last.evaluations,
         o.stop.map(|r| format!(", stopped: {r}")).unwrap_or_default()
     )?;
     writeln!(out, "  baseline (no soft prompt) fitness: {:.4}", o.baseline.fitness)?;
-    writeln!(out, "  initial population best fitness:   {:.4} (median {:.4})", first.best, first.median)?;
-    writeln!(
-        out,
-        "  best fitness:                      {:.4} (generation {})",
-        last.best_so_far, ckpt.best_generation
-    )?;
+    if tune.is_some() {
+        writeln!(out, "  starting prompt fitness:           {:.4}", first.best)?;
+        writeln!(
+            out,
+            "  best fitness:                      {:.4} (step {})",
+            last.best_so_far, ckpt.best_generation
+        )?;
+    } else {
+        writeln!(out, "  initial population best fitness:   {:.4} (median {:.4})", first.best, first.median)?;
+        writeln!(
+            out,
+            "  best fitness:                      {:.4} (generation {})",
+            last.best_so_far, ckpt.best_generation
+        )?;
+    }
     if let Some(h) = last.holdout {
         writeln!(
             out,
@@ -73,13 +89,14 @@ fn write_summary(out: &mut String, o: &RunOutcome) -> std::fmt::Result {
     }
     writeln!(
         out,
-        "  files: {}/{{{}, {}, {}, {}, {}}}",
+        "  files: {}/{{{}, {}, {}, {}, {}{}}}",
         dir.display(),
         directory::CONFIG,
         directory::HISTORY,
         directory::TIMING,
         directory::BEST_PROMPT,
-        directory::CHECKPOINT
+        directory::CHECKPOINT,
+        if tune.is_some() { format!(", {}", crate::run::tune_method::TUNE_CSV) } else { String::new() }
     )
 }
 

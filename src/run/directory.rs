@@ -70,8 +70,9 @@ pub struct RunConfig {
     pub rows: usize,
     /// The persona text of `init = persona`.
     pub persona_text: Option<String>,
-    /// The optimizer settings derived from the spec.
-    pub optimizer: crate::optim::Config,
+    /// The DE optimizer's settings derived from the spec (absent for prompt tuning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimizer: Option<crate::optim::Config>,
     /// The rendered layout.
     pub layout: Layout,
     /// The first training item as the model sees it.

@@ -51,6 +51,10 @@ pub trait Method {
     /// # Errors
     /// Serialisation failure.
     fn state(&self) -> Result<serde_json::Value>;
+    /// Method-specific files (name, content) rewritten after every step, e.g. tune.csv.
+    fn files(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
 }
 
 /// Told what a run does; what the CLI shows is an observer.
@@ -77,12 +81,19 @@ pub struct ProgressObserver {
     pub show_prompt: bool,
     log: Option<StepLog>,
     gens: u64,
+    unit: &'static str,
 }
 
 impl ProgressObserver {
     /// Progress towards `gens` generations.
     pub fn new(label: &str, gens: u64, show_prompt: bool) -> Self {
-        ProgressObserver { label: label.to_string(), show_prompt, log: None, gens }
+        ProgressObserver { label: label.to_string(), show_prompt, log: None, gens, unit: "gen" }
+    }
+
+    /// Name the steps (`gen` by default; `step` for prompt tuning).
+    pub fn unit(mut self, unit: &'static str) -> Self {
+        self.unit = unit;
+        self
     }
 }
 
@@ -94,9 +105,9 @@ impl Observer for ProgressObserver {
         if let (Some(text), None) = (&config.persona_text, resumed_at) {
             eprintln!("note: persona initialisation: the soft prompt's rows follow the text \"{text}\"; the tokens setting is ignored");
         }
-        let log = StepLog::new(self.gens, "gen");
+        let log = StepLog::new(self.gens, self.unit);
         if let Some(g) = resumed_at {
-            log.println(&format!("{}resuming at generation {g}", self.label));
+            log.println(&format!("{}resuming at {} {g}", self.label, self.unit));
         }
         self.log = Some(log);
     }
@@ -104,17 +115,24 @@ impl Observer for ProgressObserver {
     fn stepped(&mut self, row: &HistoryRow, seconds: f64) {
         if let Some(log) = &self.log {
             let label = &self.label;
-            log.step(row.generation, &format!("best {:.3} ({:.1} s/gen)", row.best_so_far, seconds), || {
-                format!(
-                    "{label}gen {}/{}: best {:.4}, median {:.4}, {} evaluations, {:.1} s",
-                    row.generation,
-                    self.gens,
-                    row.best_so_far,
-                    row.median,
-                    row.evaluations,
-                    log.elapsed_s()
-                )
-            });
+            let unit = self.unit;
+            // A tuning step has a population of one: its median is the current prompt's fitness.
+            let middle = if unit == "gen" { "median" } else { "current" };
+            log.step(
+                row.generation,
+                &format!("best {:.3} ({:.1} s/{unit})", row.best_so_far, seconds),
+                || {
+                    format!(
+                        "{label}{unit} {}/{}: best {:.4}, {middle} {:.4}, {} evaluations, {:.1} s",
+                        row.generation,
+                        self.gens,
+                        row.best_so_far,
+                        row.median,
+                        row.evaluations,
+                        log.elapsed_s()
+                    )
+                },
+            );
         }
     }
 
@@ -267,6 +285,9 @@ fn record(
         &files.dir.join(directory::HISTORY),
         directory::history_csv(&ckpt.history, files.dimensions).as_bytes(),
     )?;
+    for (name, text) in method.files() {
+        crate::fsutil::write_atomic(&files.dir.join(name), text.as_bytes())?;
+    }
     directory::append_timing(files.dir, report.generation, report.trials, secs)?;
     observer.stepped(ckpt.history.last().expect("just pushed"), secs);
     Ok(())

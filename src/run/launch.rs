@@ -22,11 +22,12 @@ use crate::prompt::render::Layout;
 use crate::prompt::softprompt::SoftPrompt;
 use crate::run::de_method::DeMethod;
 use crate::run::directory::{self, Checkpoint, ModelRecord, RunConfig};
-use crate::run::driver::{self, LoopFiles, Observer};
+use crate::run::driver::{self, LoopFiles, Method, Observer};
 use crate::run::holdout::split_items;
 use crate::run::prompt_objective::{PromptObjective, NORM_PERCENTILES};
 use crate::run::seeds::{sub_seed, Purpose};
-use crate::run::spec::{RunSpec, StopSpec};
+use crate::run::spec::{MethodSpec, RunSpec, StopSpec, TuneObjective};
+use crate::run::tune_method::{TuneMethod, TuneState};
 use crate::score::fitness::{Evaluation, Task};
 
 /// How a run session ended.
@@ -171,14 +172,26 @@ fn execute(mut spec: RunSpec, session: Session, observer: &mut dyn Observer) -> 
     let config = spec.validate()?;
     let task = spec.task.load()?;
     spec.task.country = task.country.iso3.clone();
-    let de = *spec.de();
     if let Session::New(Some(d), force) = &session {
         claim_new_dir(d, &spec, *force)?;
     }
 
     let resolved = spec.model.resolve()?;
     let rows = spec.prompt.init.uses_rows().then_some(spec.prompt.tokens);
-    spec.model.check_sizes(&resolved, rows, de.pop, de.subspace)?;
+    let (pop, subspace) = spec.de().map_or((1, None), |de| (de.pop, de.subspace));
+    spec.model.check_sizes(&resolved, rows, pop, subspace)?;
+    // The gradient backend first: an architecture it lacks is refused before llama.cpp loads.
+    let grad_model = match spec.tune() {
+        Some(t) => {
+            if t.objective == TuneObjective::Selfgen {
+                bail!(
+                    "--objective selfgen: training on self-generated data is not available yet (deopt selfgen is not built); use fitness or synthetic"
+                );
+            }
+            Some(crate::grad::model::GradModel::load(&resolved.path)?)
+        }
+        None => None,
+    };
     let model = spec.model.load_resolved(&resolved)?;
     if let Session::Resume(dir, cfg, _) = &session {
         if cfg.model.sha256 != resolved.sha256 {
@@ -215,9 +228,9 @@ fn execute(mut spec: RunSpec, session: Session, observer: &mut dyn Observer) -> 
         Some(task.evaluate(&held, &s[0])?)
     };
 
-    // Initial population, from the seed.
+    // Initial prompts, from the seed (tuning starts from the first of DE's population).
     let mut init_rng = Xoshiro256PlusPlus::seed_from_u64(sub_seed(spec.seed, Purpose::InitialPrompts));
-    let prompts: Vec<SoftPrompt> = (0..de.pop)
+    let prompts: Vec<SoftPrompt> = (0..pop)
         .map(|_| {
             init::draw_kind(&model, spec.prompt.init, spec.prompt.tokens, Some(&task.country), &mut init_rng)
         })
@@ -225,45 +238,84 @@ fn execute(mut spec: RunSpec, session: Session, observer: &mut dyn Observer) -> 
     let rows = prompts[0].rows();
     let stats = model.token_embeddings().stats(None)?;
     let norm_range = (stats.norm_percentile(NORM_PERCENTILES.0), stats.norm_percentile(NORM_PERCENTILES.1));
-    let subspace = match de.subspace {
-        None => None,
-        Some(k) => Some(RandomSubspace::new(
-            prompts[0].data().to_vec(),
-            k,
-            stats.std as f32,
-            sub_seed(spec.seed, Purpose::Subspace),
-        )?),
+    let held_ref = held_plan.as_ref().map(|p| (p, held.as_slice()));
+    let mut method = match (&spec.method, &config, &grad_model) {
+        (MethodSpec::De(de), Some(config), _) => {
+            let subspace = match de.subspace {
+                None => None,
+                Some(k) => Some(RandomSubspace::new(
+                    prompts[0].data().to_vec(),
+                    k,
+                    stats.std as f32,
+                    sub_seed(spec.seed, Purpose::Subspace),
+                )?),
+            };
+            let obj = PromptObjective {
+                engine,
+                plan: &train_plan,
+                task: &task,
+                items: &train,
+                rows,
+                n_embd,
+                norm_range,
+                subspace,
+                last: Vec::new(),
+            };
+            let mut initial: Vec<Vec<f32>> = match &obj.subspace {
+                Some(space) => {
+                    space.initial_population(de.pop, 1.0, sub_seed(spec.seed, Purpose::SubspaceInit))
+                }
+                None => prompts
+                    .iter()
+                    .map(|p| {
+                        let mut x = p.data().to_vec();
+                        obj.clip_rows(&mut x);
+                        x
+                    })
+                    .collect(),
+            };
+            let opt =
+                Optimizer::new(config.clone(), initial.clone(), sub_seed(spec.seed, Purpose::Optimizer))?;
+            AnyMethod::De(DeMethod { opt, obj, held: held_ref }, initial.swap_remove(0))
+        }
+        (MethodSpec::Tune(t), None, Some(gm)) => {
+            let scorer = crate::grad::scorer::GradScorer::new(gm, &model)?;
+            let targets = match t.objective {
+                TuneObjective::Fitness => None,
+                TuneObjective::Synthetic => Some(crate::score::gradient::synthetic_targets(&task, &train)?),
+                TuneObjective::Selfgen => unreachable!("refused above"),
+            };
+            AnyMethod::Tune(TuneMethod::new(
+                scorer,
+                engine,
+                &train_plan,
+                &task,
+                &train,
+                held_ref,
+                targets,
+                t.clone(),
+                rows,
+                norm_range,
+                prompts[0].data().to_vec(),
+                Xoshiro256PlusPlus::seed_from_u64(sub_seed(spec.seed, Purpose::Optimizer)),
+            ))
+        }
+        _ => bail!("internal error: method settings and backend do not match"),
     };
-    let obj = PromptObjective {
-        engine,
-        plan: &train_plan,
-        task: &task,
-        items: &train,
-        rows,
-        n_embd,
-        norm_range,
-        subspace,
-        last: Vec::new(),
-    };
-    let initial: Vec<Vec<f32>> = match &obj.subspace {
-        Some(space) => space.initial_population(de.pop, 1.0, sub_seed(spec.seed, Purpose::SubspaceInit)),
-        None => prompts
-            .iter()
-            .map(|p| {
-                let mut x = p.data().to_vec();
-                obj.clip_rows(&mut x);
-                x
-            })
-            .collect(),
-    };
-    let opt = Optimizer::new(config.clone(), initial.clone(), sub_seed(spec.seed, Purpose::Optimizer))?;
-    let mut method = DeMethod { opt, obj, held: held_plan.as_ref().map(|p| (p, held.as_slice())) };
 
     let (dir, run_config, mut ckpt, resumed_at) = match session {
         Session::Resume(dir, cfg, ckpt) => {
             let source = dir.join(directory::CHECKPOINT).display().to_string();
-            method.restore(&ckpt.optimizer, &initial[0], &source)?;
-            let at = method.opt.generation();
+            let at = match &mut method {
+                AnyMethod::De(m, first) => {
+                    m.restore(&ckpt.optimizer, first, &source)?;
+                    m.opt.generation()
+                }
+                AnyMethod::Tune(m) => {
+                    m.restore(&ckpt.optimizer, &source)?;
+                    m.state.step
+                }
+            };
             directory::trim_timing(&dir, at)?;
             (dir, *cfg, ckpt, Some(at))
         }
@@ -330,9 +382,19 @@ fn execute(mut spec: RunSpec, session: Session, observer: &mut dyn Observer) -> 
             ("layout".into(), serde_json::to_string(&layout).unwrap_or_default()),
         ]),
     };
-    let stop = driver::drive(&mut method, &mut ckpt, &files, spec.stop.rule(), observer)?;
+    let m: &mut dyn Method = match &mut method {
+        AnyMethod::De(m, _) => m,
+        AnyMethod::Tune(m) => m,
+    };
+    let stop = driver::drive(m, &mut ckpt, &files, spec.stop.rule(), observer)?;
     drop(method);
     Ok(RunOutcome { dir, stop, config: run_config, checkpoint: ckpt, task, baseline, baseline_holdout })
+}
+
+/// The method of a run (DE with its first initial vector, which a resume needs).
+enum AnyMethod<'m, 'p> {
+    De(DeMethod<'m, 'p>, Vec<f32>),
+    Tune(TuneMethod<'m, 'p>),
 }
 
 /// The checkpoint's optimizer must be the run's own (the settings, size and dimension its
@@ -341,7 +403,10 @@ fn execute(mut spec: RunSpec, session: Session, observer: &mut dyn Observer) -> 
 fn check_state(config: &RunConfig, ckpt: &Checkpoint, source: &Path, config_path: &Path) -> Result<()> {
     let source = source.display();
     let settings = config.spec.validate()?;
-    if let Some((key, got, want)) = first_difference(&config.optimizer, &settings) {
+    let Some(settings) = settings else {
+        return check_tune_state(config, ckpt, &source.to_string());
+    };
+    if let Some((key, got, want)) = first_difference(&config.optimizer, &Some(settings.clone())) {
         bail!("{}: optimizer.{key}: {got}: expected {want}, as the run's spec gives", config_path.display());
     }
     let opt = Optimizer::from_checkpoint(&serde_json::to_vec(&ckpt.optimizer)?)
@@ -353,7 +418,7 @@ fn check_state(config: &RunConfig, ckpt: &Checkpoint, source: &Path, config_path
     if let Some((key, got, want)) = first_difference(opt.config(), &settings) {
         return field(&format!("config.{key}"), got, format!("{want}, the run's setting"));
     }
-    let de = config.spec.de();
+    let de = config.spec.de().context("checked: a DE run")?;
     let dim = de.subspace.unwrap_or(config.rows * config.model.n_embd);
     if opt.dim() != dim {
         return field("dim", opt.dim().to_string(), format!("{dim} (the run's prompt size)"));
@@ -395,6 +460,29 @@ fn check_state(config: &RunConfig, ckpt: &Checkpoint, source: &Path, config_path
     }
     if opt.fitness().iter().any(|f| *f < best) {
         return field("fitness", "a value below best_fitness".into(), format!("all at least {best}"));
+    }
+    Ok(())
+}
+
+/// A tuning checkpoint agrees with the run: its prompt size, finite values, and the history's
+/// step and best fitness.
+fn check_tune_state(config: &RunConfig, ckpt: &Checkpoint, source: &str) -> Result<()> {
+    let s: TuneState = serde_json::from_value(ckpt.optimizer.clone())
+        .map_err(|e| anyhow::anyhow!("{source}: optimizer: not a prompt-tuning state: {e}"))?;
+    let last = ckpt.history.last().context("checked: history is not empty")?;
+    let dim = config.rows * config.model.n_embd;
+    if s.adam.x.len() != dim || s.best_x.len() != dim || !s.adam.is_consistent() {
+        bail!("{source}: optimizer: a prompt of {} values: expected {dim} finite values (the run's prompt size)", s.adam.x.len());
+    }
+    if s.step != last.generation {
+        bail!("{source}: optimizer step: {}: expected {}, the last history row's", s.step, last.generation);
+    }
+    if s.best.to_bits() != last.best_so_far.to_bits() {
+        bail!(
+            "{source}: optimizer best_fitness: {}: expected {}, the last history row's best_so_far",
+            s.best,
+            last.best_so_far
+        );
     }
     Ok(())
 }

@@ -15,3 +15,4 @@ pub mod prompt_objective;
 pub mod seeds;
 pub mod slurm;
 pub mod spec;
+pub mod tune_method;

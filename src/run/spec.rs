@@ -313,13 +313,71 @@ impl Default for DeSpec {
     }
 }
 
+/// What prompt tuning minimises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TuneObjective {
+    /// The fitness DE minimises, differentiated end to end (expected answers).
+    #[default]
+    Fitness,
+    /// Cross-entropy to a synthetic survey: per-item answer distributions that reproduce the
+    /// country's Hofstede scores (VSM13), or the country's answer distributions (WVS).
+    Synthetic,
+    /// Cross-entropy to self-generated culture-aware answers (`deopt selfgen`).
+    Selfgen,
+}
+
+impl std::fmt::Display for TuneObjective {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TuneObjective::Fitness => "fitness",
+            TuneObjective::Synthetic => "synthetic",
+            TuneObjective::Selfgen => "selfgen",
+        })
+    }
+}
+
+/// Prompt tuning: Adam on the soft prompt, gradients from the candle backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TuneSpec {
+    /// What is minimised.
+    pub objective: TuneObjective,
+    /// Self-generated data (objective selfgen).
+    pub data: Option<PathBuf>,
+    /// Adam's settings.
+    pub adam: crate::optim::adam::AdamConfig,
+    /// Items per step for the cross-entropy objectives (None: all training items). The
+    /// fitness objective always uses every training item: its indices need them all.
+    pub batch_items: Option<usize>,
+    /// Items per forward pass (bounds memory).
+    pub chunk: usize,
+    /// Score the prompt with the llama.cpp engine (the official fitness) every this many steps.
+    pub eval_every: u64,
+}
+
+impl Default for TuneSpec {
+    fn default() -> Self {
+        TuneSpec {
+            objective: TuneObjective::Fitness,
+            data: None,
+            adam: crate::optim::adam::AdamConfig::default(),
+            batch_items: None,
+            chunk: 8,
+            eval_every: 1,
+        }
+    }
+}
+
 /// The method that improves the prompt. A step of a method is one history row (a DE
-/// generation; for a gradient method it would be an optimizer step).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// generation, an Adam step).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum MethodSpec {
     /// Differential evolution.
     De(DeSpec),
+    /// Prompt tuning with gradients.
+    Tune(TuneSpec),
 }
 
 /// When to stop; the only part of a spec that may change on resume.
@@ -414,27 +472,86 @@ impl RunSpec {
         }
     }
 
-    /// The DE settings.
-    pub fn de(&self) -> &DeSpec {
+    /// The DE settings (None for prompt tuning).
+    pub fn de(&self) -> Option<&DeSpec> {
         match &self.method {
-            MethodSpec::De(d) => d,
+            MethodSpec::De(d) => Some(d),
+            MethodSpec::Tune(_) => None,
         }
     }
 
-    /// Cheap checks of every value, before any model is loaded; returns the optimizer
-    /// settings.
+    /// The tuning settings (None for DE).
+    pub fn tune(&self) -> Option<&TuneSpec> {
+        match &self.method {
+            MethodSpec::Tune(t) => Some(t),
+            MethodSpec::De(_) => None,
+        }
+    }
+
+    /// Cheap checks of every value, before any model is loaded; returns the DE optimizer's
+    /// settings (None for prompt tuning).
     ///
     /// # Errors
     /// A [`SpecError`] naming the field, or the optimizer's own one-line error.
-    pub fn validate(&self) -> Result<Config> {
-        let de = self.de();
-        let mut config =
-            Config { mutation: de.mutation, recombination: de.recombination, ..Config::new(de.strategy) };
-        if de.strategy == Strategy::Lshade {
-            config.max_evaluations =
-                Some(self.stop.max_evals.unwrap_or(de.pop as u64 * (self.stop.gens + 1)));
-        }
-        config.validate(de.pop, de.subspace.unwrap_or(1).max(1))?;
+    pub fn validate(&self) -> Result<Option<Config>> {
+        let config = match &self.method {
+            MethodSpec::De(de) => {
+                let mut config = Config {
+                    mutation: de.mutation,
+                    recombination: de.recombination,
+                    ..Config::new(de.strategy)
+                };
+                if de.strategy == Strategy::Lshade {
+                    config.max_evaluations =
+                        Some(self.stop.max_evals.unwrap_or(de.pop as u64 * (self.stop.gens + 1)));
+                }
+                config.validate(de.pop, de.subspace.unwrap_or(1).max(1))?;
+                if de.subspace == Some(0) {
+                    return Err(
+                        SpecError::new("subspace", 0, "the subspace needs at least one dimension").into()
+                    );
+                }
+                Some(config)
+            }
+            MethodSpec::Tune(t) => {
+                t.adam.validate().map_err(|e| SpecError::new(e.field, e.value, e.expected))?;
+                if self.stop.gens == 0 {
+                    return Err(SpecError::new("steps", 0, "expected at least one Adam step").into());
+                }
+                if t.chunk == 0 {
+                    return Err(
+                        SpecError::new("chunk", 0, "expected at least one item per forward pass").into()
+                    );
+                }
+                if t.batch_items == Some(0) {
+                    return Err(
+                        SpecError::new("batch_items", 0, "expected at least one item per step").into()
+                    );
+                }
+                if t.eval_every == 0 {
+                    return Err(
+                        SpecError::new("eval_every", 0, "expected a number of steps of at least 1").into()
+                    );
+                }
+                if t.objective == TuneObjective::Selfgen && t.data.is_none() {
+                    return Err(SpecError::new(
+                        "objective",
+                        "selfgen",
+                        "needs --data DIR, the output of deopt selfgen",
+                    )
+                    .into());
+                }
+                if self.task.answers != AnswerMode::Expected {
+                    return Err(SpecError::new(
+                        "answers",
+                        format!("{:?}", self.task.answers).to_lowercase(),
+                        "prompt tuning differentiates expected answers; argmax and generated answers have no gradient",
+                    )
+                    .into());
+                }
+                None
+            }
+        };
         if !(0.0..1.0).contains(&self.holdout) {
             return Err(SpecError::new("holdout", self.holdout, "expected a fraction in [0, 1)").into());
         }
@@ -448,9 +565,6 @@ impl RunSpec {
         }
         if self.prompt.tokens == 0 && self.prompt.init.uses_rows() {
             return Err(SpecError::new("tokens", 0, "a soft prompt needs at least one row").into());
-        }
-        if de.subspace == Some(0) {
-            return Err(SpecError::new("subspace", 0, "the subspace needs at least one dimension").into());
         }
         if self.model.threads == Some(0) {
             return Err(SpecError::new("threads", 0, "expected at least one thread").into());

@@ -113,6 +113,49 @@ pub fn cross_entropy(targets: &[&[f64]], scores: &[ItemScore]) -> ScoreGradient 
     ScoreGradient { value, grad }
 }
 
+/// The synthetic survey of the seed paper's gradient baseline: a target answer distribution
+/// per item (in `items` order). VSM13: the item means that reproduce the country's Hofstede
+/// scores exactly ([`crate::score::metrics::vsm_inverse`]), each as the maximum-entropy
+/// distribution with that mean. WVS: the country's answer distribution over the item's
+/// options (all zeros, so no loss, for an item without a reference answer).
+///
+/// # Errors
+/// Targets the item scale cannot reproduce.
+pub fn synthetic_targets(task: &Task, items: &[usize]) -> Result<Vec<Vec<f64>>> {
+    let survey = &task.survey;
+    match &task.target {
+        Target::Hofstede { row, constants, .. } => {
+            let means = crate::score::metrics::vsm_inverse(survey, &row.values(), constants)
+                .map_err(|e| anyhow::anyhow!("synthetic survey for {}: {e}", task.country.iso3))?;
+            items
+                .iter()
+                .map(|&i| {
+                    let it = &survey.items[i];
+                    maxent_with_mean(it.first_code, it.n_options(), means[i])
+                })
+                .collect()
+        }
+        Target::Wvs { reference, .. } => Ok(items
+            .iter()
+            .map(|&i| {
+                let it = &survey.items[i];
+                match reference.get(&it.id.to_ascii_uppercase()) {
+                    None => vec![0.0; it.n_options()],
+                    Some(d) => {
+                        let raw: Vec<f64> = (0..it.n_options()).map(|o| d.share(it.code(o))).collect();
+                        let s: f64 = raw.iter().sum();
+                        if s > 0.0 {
+                            raw.into_iter().map(|x| x / s).collect()
+                        } else {
+                            raw
+                        }
+                    }
+                }
+            })
+            .collect()),
+    }
+}
+
 /// The maximum-entropy distribution over `n` consecutive codes from `first` with the given
 /// mean (`p_o` proportional to `exp(lambda * o)`), for a synthetic survey that reproduces
 /// target item means: the least committal answer distribution with that mean.

@@ -18,3 +18,4 @@ mod report;
 mod run;
 mod score;
 mod sweep;
+mod tune;
