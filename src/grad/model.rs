@@ -14,6 +14,7 @@ use candle_core::{DType, Device, Tensor, D};
 
 use crate::grad::arch::{Arch, ArchConfig};
 use crate::grad::frozen::FrozenLinear;
+use crate::grad::norm::RmsNorm;
 
 /// One transformer block's weights.
 struct Layer {
@@ -59,9 +60,7 @@ pub struct GradModel {
 }
 
 fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
-    let d = x.dim(D::Minus1)? as f64;
-    let ms = (x.sqr()?.sum_keepdim(D::Minus1)? / d)?;
-    x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(w)
+    RmsNorm::new(w, eps)?.forward(x)
 }
 
 fn softmax(x: &Tensor) -> candle_core::Result<Tensor> {

@@ -496,21 +496,32 @@ pub fn write_run_report(dir: &Path, view: Option<&EngineView>) -> Result<Vec<Pat
     let survey = cfg.spec.survey_name();
     let mut files = Vec::new();
 
-    // Convergence.
+    // Convergence. A tuning run is drawn over forward-pass equivalents, the unit its
+    // `evaluations` column counts (a DE evaluation is one forward pass over the survey), so the
+    // charts of both methods share an axis.
+    let tune = cfg.spec.tune().is_some();
+    let x_of = |r: &HistoryRow| if tune { r.evaluations as f64 } else { r.generation as f64 };
     let pts = |f: &dyn Fn(&HistoryRow) -> Option<f64>| -> Vec<(f64, f64)> {
-        h.iter().filter_map(|r| f(r).map(|v| (r.generation as f64, v))).collect()
+        h.iter().filter_map(|r| f(r).map(|v| (x_of(r), v))).collect()
     };
     // Best so far last, on top: it often coincides with the population best.
-    let mut series = vec![
-        Series { name: "population median".into(), points: pts(&|r| Some(r.median)), dashed: false },
-        Series { name: "population best".into(), points: pts(&|r| Some(r.best)), dashed: true },
-        Series { name: "best so far".into(), points: pts(&|r| Some(r.best_so_far)), dashed: false },
-    ];
+    let mut series = if tune {
+        vec![
+            Series { name: "current prompt".into(), points: pts(&|r| Some(r.best)), dashed: true },
+            Series { name: "best so far".into(), points: pts(&|r| Some(r.best_so_far)), dashed: false },
+        ]
+    } else {
+        vec![
+            Series { name: "population median".into(), points: pts(&|r| Some(r.median)), dashed: false },
+            Series { name: "population best".into(), points: pts(&|r| Some(r.best)), dashed: true },
+            Series { name: "best so far".into(), points: pts(&|r| Some(r.best_so_far)), dashed: false },
+        ]
+    };
     let holdout = pts(&|r| r.holdout);
     if !holdout.is_empty() {
         series.push(Series { name: "held-out loss of best".into(), points: holdout, dashed: false });
     }
-    let g_end = last.generation.max(1) as f64;
+    let g_end = x_of(last).max(1.0);
     {
         let b = cfg.baseline_loss;
         series.push(Series {
@@ -529,7 +540,7 @@ pub fn write_run_report(dir: &Path, view: Option<&EngineView>) -> Result<Vec<Pat
     files.extend(line_chart(
         &dir.join("convergence"),
         &format!("Convergence: {country} {survey} (lower is better)"),
-        "generation",
+        if tune { "forward-pass equivalents (Adam steps)" } else { "generation" },
         "fitness (loss)",
         &series,
     )?);
@@ -593,13 +604,20 @@ pub fn write_run_report(dir: &Path, view: Option<&EngineView>) -> Result<Vec<Pat
     let _ = writeln!(md, "| model | {} |", cfg.model.name);
     let _ = writeln!(md, "\n## Result\n");
     let _ = writeln!(md, "| quantity | value |\n|---|---|");
-    let _ = writeln!(md, "| generations | {} |", last.generation);
-    let _ = writeln!(md, "| evaluations | {} |", last.evaluations);
+    if tune {
+        let _ = writeln!(md, "| Adam steps | {} |", last.generation);
+        let _ = writeln!(md, "| forward-pass equivalents | {} |", last.evaluations);
+    } else {
+        let _ = writeln!(md, "| generations | {} |", last.generation);
+        let _ = writeln!(md, "| evaluations | {} |", last.evaluations);
+    }
     let _ = writeln!(md, "| fitness without soft prompt (train items) | {} |", f4(Some(cfg.baseline_loss)));
     let _ = writeln!(
         md,
-        "| best fitness (train items) | {:.4} (generation {}) |",
-        last.best_so_far, ckpt.best_generation
+        "| best fitness (train items) | {:.4} ({} {}) |",
+        last.best_so_far,
+        if tune { "step" } else { "generation" },
+        ckpt.best_generation
     );
     if last.holdout.is_some() {
         let _ = writeln!(
@@ -618,7 +636,11 @@ pub fn write_run_report(dir: &Path, view: Option<&EngineView>) -> Result<Vec<Pat
     }
     let _ = writeln!(md, "| wall time | {:.1} s |", ckpt.elapsed_s);
     let _ = writeln!(md, "\n## Charts\n");
-    let _ = writeln!(md, "Convergence: best and median fitness of the population per generation, the best so far, the held-out loss of the best prompt if any, and the loss without a soft prompt (dashed).\n");
+    if tune {
+        let _ = writeln!(md, "Convergence: the fitness of the prompt after each Adam step (scored by the llama.cpp engine) and the best so far, over forward-pass equivalents (a backward pass counts as two), the held-out loss of the best prompt if any, and the loss without a soft prompt (dashed). Per-step objective and gradient norm: `tune.csv`.\n");
+    } else {
+        let _ = writeln!(md, "Convergence: best and median fitness of the population per generation, the best so far, the held-out loss of the best prompt if any, and the loss without a soft prompt (dashed).\n");
+    }
     let _ = writeln!(md, "![convergence](convergence.png)\n");
     if let Some(opt) = dims_opt {
         let _ =

@@ -363,6 +363,8 @@ impl Default for TuneSpec {
             data: None,
             adam: crate::optim::adam::AdamConfig::default(),
             batch_items: None,
+            // Peak memory of `deopt bench tune` on the default model, 24 items, T = 10: 1.8 GB
+            // with chunks of 4, 2.4 GB with 8 (a step about 20% faster than with 4).
             chunk: 8,
             eval_every: 1,
         }
