@@ -102,6 +102,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 ///
 /// # Errors
 /// Model, backend or engine failures.
+#[allow(clippy::too_many_arguments)]
 pub fn tune_bench(
     model: &Model,
     grad: &GradModel,

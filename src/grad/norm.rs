@@ -26,7 +26,11 @@ impl RmsNorm {
     /// A last dimension other than the weight's length.
     pub fn forward(self, x: &Tensor) -> Result<Tensor> {
         if x.dim(candle_core::D::Minus1)? != self.w.len() {
-            candle_core::bail!("rms-norm: last dimension {} but a weight of {}", x.dim(candle_core::D::Minus1)?, self.w.len());
+            candle_core::bail!(
+                "rms-norm: last dimension {} but a weight of {}",
+                x.dim(candle_core::D::Minus1)?,
+                self.w.len()
+            );
         }
         x.contiguous()?.apply_op1(self)
     }

@@ -107,8 +107,8 @@ impl Adam {
         let (b1, b2) = (c.beta1, c.beta2);
         let bc1 = 1.0 - b1.powf(self.t as f64);
         let bc2 = 1.0 - b2.powf(self.t as f64);
-        for i in 0..self.x.len() {
-            let g = f64::from(grad[i]) * scale;
+        for (i, &gi) in grad.iter().enumerate() {
+            let g = f64::from(gi) * scale;
             let m = b1 * f64::from(self.m[i]) + (1.0 - b1) * g;
             let v = b2 * f64::from(self.v[i]) + (1.0 - b2) * g * g;
             self.m[i] = m as f32;

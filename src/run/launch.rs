@@ -392,6 +392,7 @@ fn execute(mut spec: RunSpec, session: Session, observer: &mut dyn Observer) -> 
 }
 
 /// The method of a run (DE with its first initial vector, which a resume needs).
+#[allow(clippy::large_enum_variant)] // one per run: its size does not matter
 enum AnyMethod<'m, 'p> {
     De(DeMethod<'m, 'p>, Vec<f32>),
     Tune(TuneMethod<'m, 'p>),

@@ -388,7 +388,7 @@ impl Method for TuneMethod<'_, '_> {
         self.clip_rows(&mut x);
         self.state.adam.x = x.clone();
         self.state.step += 1;
-        let scored = self.state.step % self.spec.eval_every == 0;
+        let scored = self.state.step.is_multiple_of(self.spec.eval_every);
         let fitness = if scored {
             let f = self.official(&x)?;
             self.state.current = f;
