@@ -60,16 +60,7 @@ pub fn engine(args: BenchEngineArgs) -> Result<()> {
     };
     let b = engine_bench(&model, &resolved.display_name, &config, &work, |m| bar.set_message(m.to_string()))?;
     bar.finish_and_clear();
-    let text = serde_json::to_string_pretty(&b)?;
-    crate::fsutil::write_atomic(&args.out, text.as_bytes())?;
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        writeln!(out, "{text}")?;
-    } else {
-        write!(out, "{}", b.table())?;
-        writeln!(out, "written to {}", args.out.display())?;
-    }
-    Ok(())
+    emit(&args.out, args.json, &b, &b.table())
 }
 
 /// Time one prompt-tuning step (candle forward and backward on the VSM13 items) next to the
@@ -116,14 +107,19 @@ pub fn tune(args: BenchTuneArgs) -> Result<()> {
         &args.model.engine_config(),
     )?;
     bar.finish_and_clear();
-    let text = serde_json::to_string_pretty(&b)?;
-    crate::fsutil::write_atomic(&args.out, text.as_bytes())?;
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        writeln!(out, "{text}")?;
+    emit(&args.out, args.json, &b, &b.table())
+}
+
+/// Write a benchmark's JSON to `out`, then print it (`json`) or its table.
+fn emit(out: &std::path::Path, json: bool, value: &impl serde::Serialize, table: &str) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    crate::fsutil::write_atomic(out, text.as_bytes())?;
+    let mut stdout = std::io::stdout().lock();
+    if json {
+        writeln!(stdout, "{text}")?;
     } else {
-        write!(out, "{}", b.table())?;
-        writeln!(out, "written to {}", args.out.display())?;
+        write!(stdout, "{table}")?;
+        writeln!(stdout, "written to {}", out.display())?;
     }
     Ok(())
 }

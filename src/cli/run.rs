@@ -1,11 +1,11 @@
 //! `deopt run`: flags, the run spec they make, and what is printed. The run itself is
 //! [`crate::run::launch`]'s.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Result};
 
-use super::shared_flags::{LayoutArgs, ModelArgs, TaskArgs};
+use super::shared_flags::{LayoutArgs, ModelArgs, SessionArgs, TaskArgs};
 use crate::output::run_summary::run_summary;
 use crate::prompt::init::InitKind;
 use crate::run::directory::{self, RunConfig};
@@ -50,40 +50,11 @@ pub struct RunArgs {
     /// random matrix scaled to the embedding standard deviation
     #[arg(long, value_name = "K")]
     pub subspace: Option<usize>,
-    /// Share of the survey kept out of the fitness, in [0, 1); its loss for the best prompt is
-    /// reported every generation. VSM13 holds out whole dimensions (all items of
-    /// round(FRACTION x 6) dimensions, at least 1, at most 5); WVS holds out items
-    #[arg(long, default_value_t = 0.0, value_name = "FRACTION", allow_negative_numbers = true)]
-    pub holdout: f64,
-    /// Seed of every random draw of the run
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Run directory [default: results/<date>-<ISO3>-<survey>-<id>]
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
-    /// Continue the run in DIR from its directory alone; only stop conditions (--gens,
-    /// --max-evals, --target-fitness, --stagnation, --time-limit) may be given with it
-    #[arg(long, value_name = "DIR", conflicts_with = "out")]
-    pub resume: Option<PathBuf>,
     /// Stop before an evaluation budget would be exceeded
     #[arg(long, value_name = "N")]
     pub max_evals: Option<u64>,
-    /// Stop once the best fitness is at or below X
-    #[arg(long, value_name = "X", allow_negative_numbers = true)]
-    pub target_fitness: Option<f64>,
-    /// Stop after K generations without improvement of the best fitness
-    #[arg(long, value_name = "K")]
-    pub stagnation: Option<u64>,
-    /// Stop after this many seconds of this session (the generation in progress finishes)
-    #[arg(long, value_name = "SECONDS")]
-    pub time_limit: Option<f64>,
-    /// Start the run in --out even if that directory holds another run or other files (deopt's
-    /// run files there are replaced; other files are left alone)
-    #[arg(long, conflicts_with = "resume")]
-    pub force: bool,
-    /// Do not write report.md and charts at the end (`deopt report DIR` writes them later)
-    #[arg(long)]
-    pub no_report: bool,
+    #[command(flatten)]
+    pub session: SessionArgs,
 }
 
 /// The flags that may be given with `--resume` (clap ids): the stop conditions.
@@ -98,9 +69,9 @@ impl RunArgs {
         StopSpec {
             gens: self.gens,
             max_evals: self.max_evals,
-            target_fitness: self.target_fitness,
-            stagnation: self.stagnation,
-            time_limit: self.time_limit,
+            target_fitness: self.session.target_fitness,
+            stagnation: self.session.stagnation,
+            time_limit: self.session.time_limit,
         }
     }
 
@@ -121,8 +92,8 @@ impl RunArgs {
             model: self.model.spec(),
             layout: self.layout.spec(),
             prompt: PromptSpec { tokens: self.tokens, init: self.init },
-            holdout: self.holdout,
-            seed: self.seed,
+            holdout: self.session.holdout,
+            seed: self.session.seed,
             stop: self.stop(),
         })
     }
@@ -148,7 +119,7 @@ pub fn with_flags(e: anyhow::Error) -> anyhow::Error {
 /// Bad flags, a resume directory that is not a run or given other settings, model or engine
 /// failures; a failed report is only a warning.
 pub fn run(args: RunArgs, given: &[String]) -> Result<()> {
-    let outcome = match &args.resume {
+    let outcome = match &args.session.resume {
         Some(dir) => {
             let stop = resume_stop(&args, dir, given)?;
             let mut obs = ProgressObserver::new("", stop.gens, args.layout.show_prompt);
@@ -159,30 +130,59 @@ pub fn run(args: RunArgs, given: &[String]) -> Result<()> {
             let spec = args.spec()?;
             spec.validate().map_err(with_flags)?;
             let mut obs = ProgressObserver::new("", spec.stop.gens, args.layout.show_prompt);
-            launch::start(spec, args.out.as_deref(), args.force, &mut obs).map_err(with_flags)?
+            launch::start(spec, args.session.out.as_deref(), args.session.force, &mut obs).map_err(with_flags)?
         }
     };
+    finish(&outcome, args.session.no_report, "generation", "run");
+    Ok(())
+}
+
+/// After a run session: how to continue an interrupted one, the summary on stdout, and the
+/// report of a finished one (`unit`: generation or step; `command`: run or tune).
+pub(crate) fn finish(outcome: &launch::RunOutcome, no_report: bool, unit: &str, command: &str) {
     if !outcome.finished() {
         let last = outcome.checkpoint.history.last().map_or(0, |r| r.generation);
         eprintln!(
-            "interrupted after generation {last}; checkpoint written. Continue with: deopt run --resume {}",
+            "interrupted after {unit} {last}; checkpoint written. Continue with: deopt {command} --resume {}",
             outcome.dir.display()
         );
     }
-    print!("{}", run_summary(&outcome));
-    if outcome.finished() && !args.no_report {
+    print!("{}", run_summary(outcome));
+    if outcome.finished() && !no_report {
         match super::report::report_run(&outcome.dir, None) {
             Ok(report) => eprintln!("report: {}", report.display()),
             Err(e) => eprintln!("deopt: warning: no report written: {e:#}"),
         }
     }
-    Ok(())
 }
 
 /// The stop conditions of a resume: the run's own, with those given on the command line
 /// replacing them. Any other flag is refused, naming it and the run's setting.
 fn resume_stop(args: &RunArgs, dir: &Path, given: &[String]) -> Result<StopSpec> {
-    let allowed = |id: &str| RESUME_FLAGS.contains(&id) || DISPLAY_FLAGS.contains(&id);
+    let mut stop = recorded_stop(dir, given, &RESUME_FLAGS)?;
+    let is = |id: &str| given.iter().any(|g| g == id);
+    if is("gens") {
+        stop.gens = args.gens;
+    }
+    if is("max_evals") {
+        stop.max_evals = args.max_evals;
+    }
+    if is("target_fitness") {
+        stop.target_fitness = args.session.target_fitness;
+    }
+    if is("stagnation") {
+        stop.stagnation = args.session.stagnation;
+    }
+    if is("time_limit") {
+        stop.time_limit = args.session.time_limit;
+    }
+    Ok(stop)
+}
+
+/// A resume's recorded stop conditions, after refusing any given flag (clap ids) that is
+/// neither in `resume_flags` (`resume` first, then the stop conditions) nor a display flag.
+pub(crate) fn recorded_stop(dir: &Path, given: &[String], resume_flags: &[&str]) -> Result<StopSpec> {
+    let allowed = |id: &str| resume_flags.contains(&id) || DISPLAY_FLAGS.contains(&id);
     if let Some(id) = given.iter().find(|id| !allowed(id)) {
         let recorded = if directory::is_run(dir) {
             RunConfig::load(dir)
@@ -197,30 +197,13 @@ fn resume_stop(args: &RunArgs, dir: &Path, given: &[String]) -> Result<StopSpec>
             flag(id),
             dir.join(directory::CONFIG).display(),
             recorded.unwrap_or_default(),
-            RESUME_FLAGS[1..].iter().map(|f| flag(f)).collect::<Vec<_>>().join(", ")
+            resume_flags[1..].iter().map(|f| flag(f)).collect::<Vec<_>>().join(", ")
         );
     }
     if !directory::is_run(dir) {
         bail!("--resume {}", directory::not_a_run(dir));
     }
-    let mut stop = RunConfig::load(dir)?.spec.stop;
-    let is = |id: &str| given.iter().any(|g| g == id);
-    if is("gens") {
-        stop.gens = args.gens;
-    }
-    if is("max_evals") {
-        stop.max_evals = args.max_evals;
-    }
-    if is("target_fitness") {
-        stop.target_fitness = args.target_fitness;
-    }
-    if is("stagnation") {
-        stop.stagnation = args.stagnation;
-    }
-    if is("time_limit") {
-        stop.time_limit = args.time_limit;
-    }
-    Ok(stop)
+    Ok(RunConfig::load(dir)?.spec.stop)
 }
 
 #[cfg(test)]

@@ -233,3 +233,40 @@ impl SlurmArgs {
         }
     }
 }
+
+/// Flags every run command shares (`deopt run`, `deopt tune`): the held-out split, the seed,
+/// the run directory, resuming, the common stop conditions and the report.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SessionArgs {
+    /// Share of the survey kept out of the fitness, in [0, 1); its loss for the best prompt is
+    /// reported every step. VSM13 holds out whole dimensions (all items of round(FRACTION x 6)
+    /// dimensions, at least 1, at most 5); WVS holds out items
+    #[arg(long, default_value_t = 0.0, value_name = "FRACTION", allow_negative_numbers = true)]
+    pub holdout: f64,
+    /// Seed of every random draw of the run
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Run directory [default: results/<date>-<ISO3>-<survey>-<id>]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Continue the run in DIR from its directory alone; only stop conditions may be given
+    /// with it
+    #[arg(long, value_name = "DIR", conflicts_with = "out")]
+    pub resume: Option<PathBuf>,
+    /// Stop once the best fitness is at or below X
+    #[arg(long, value_name = "X", allow_negative_numbers = true)]
+    pub target_fitness: Option<f64>,
+    /// Stop after K steps (generations) without improvement of the best fitness
+    #[arg(long, value_name = "K")]
+    pub stagnation: Option<u64>,
+    /// Stop after this many seconds of this session (the step in progress finishes)
+    #[arg(long, value_name = "SECONDS")]
+    pub time_limit: Option<f64>,
+    /// Start the run in --out even if that directory holds another run or other files (deopt's
+    /// run files there are replaced; other files are left alone)
+    #[arg(long, conflicts_with = "resume")]
+    pub force: bool,
+    /// Do not write report.md and charts at the end (`deopt report DIR` writes them later)
+    #[arg(long)]
+    pub no_report: bool,
+}

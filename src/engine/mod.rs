@@ -228,31 +228,16 @@ impl Schedule {
                 .chain(item.after.iter().map(|&t| Unit::Tok(t)))
                 .collect();
             logical += base.len() as u64;
-            // Label prefixes whose next-token distribution is needed: every proper prefix of a
-            // label, and every label that another label extends.
-            let mut prefixes: Vec<Vec<Token>> = Vec::new();
-            if gen {
+            let prefixes: Vec<Vec<Token>> = if gen {
                 // Generation reads the whole next-token distribution at the cue only.
-                prefixes.push(Vec::new());
-            }
-            for l in item.labels.iter().filter(|_| !gen) {
-                for j in 0..=l.len() {
-                    let p = l[..j].to_vec();
-                    let extended = item.labels.iter().any(|m| m.len() > j && m[..j] == p[..]);
-                    if extended && !prefixes.contains(&p) {
-                        prefixes.push(p);
-                    }
-                }
-            }
+                vec![Vec::new()]
+            } else {
+                label_prefixes(&item.labels)
+            };
             for p in prefixes {
-                let next: BTreeSet<Token> = item
-                    .labels
-                    .iter()
-                    .filter(|m| m.len() > p.len() && m[..p.len()] == p[..])
-                    .map(|m| m[p.len()])
-                    .collect();
+                let next = next_label_tokens(&item.labels, &p);
                 let slot = slots.len();
-                slots.push(Slot { item: i, prefix: p.clone(), next: next.into_iter().collect() });
+                slots.push(Slot { item: i, prefix: p.clone(), next });
                 let mut node = 0;
                 for u in base.iter().copied().chain(p.iter().map(|&t| Unit::Tok(t))) {
                     node = match raw[node].children.get(&u) {
@@ -819,6 +804,33 @@ impl<'m> Engine<'m> {
             .map(|k| gens.iter().find(|g| g.seq == k.0).map(|g| g.text.clone()).unwrap_or_default())
             .collect())
     }
+}
+
+/// Label prefixes whose next-token distribution is needed: every proper prefix of a label, and
+/// every label that another label extends (so "1" and "10" are told apart). Both backends use
+/// this rule.
+pub fn label_prefixes(labels: &[Vec<Token>]) -> Vec<Vec<Token>> {
+    let mut out: Vec<Vec<Token>> = Vec::new();
+    for l in labels {
+        for j in 0..=l.len() {
+            let p = l[..j].to_vec();
+            let extended = labels.iter().any(|m| m.len() > j && m[..j] == p[..]);
+            if extended && !out.contains(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// The tokens that continue `prefix` into some label, sorted.
+pub fn next_label_tokens(labels: &[Vec<Token>], prefix: &[Token]) -> Vec<Token> {
+    let next: BTreeSet<Token> = labels
+        .iter()
+        .filter(|m| m.len() > prefix.len() && m[..prefix.len()] == prefix[..])
+        .map(|m| m[prefix.len()])
+        .collect();
+    next.into_iter().collect()
 }
 
 /// Turn per-slot log-probabilities into option distributions. A label's probability is the

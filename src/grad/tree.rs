@@ -4,11 +4,11 @@
 //! sequence. The differentiable pass thus computes each prefix once, as the engine's trie
 //! does, in a single forward call per chunk of items.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use anyhow::{bail, Result};
 
-use crate::engine::PlannedItem;
+use crate::engine::{label_prefixes, next_label_tokens, PlannedItem};
 use crate::llama::Token;
 
 /// A position's input: a token, or row r of the soft prompt.
@@ -77,13 +77,8 @@ impl TreeSeq {
                 .chain(item.after.iter().map(|&t| Unit::Tok(t)))
                 .collect();
             t.logical += base.len();
-            for prefix in needed_prefixes(&item.labels) {
-                let next: BTreeSet<Token> = item
-                    .labels
-                    .iter()
-                    .filter(|m| m.len() > prefix.len() && m[..prefix.len()] == prefix[..])
-                    .map(|m| m[prefix.len()])
-                    .collect();
+            for prefix in label_prefixes(&item.labels) {
+                let next = next_label_tokens(&item.labels, &prefix);
                 let mut at: Option<usize> = None;
                 for u in base.iter().copied().chain(prefix.iter().map(|&x| Unit::Tok(x))) {
                     at = Some(*children.entry((at, u)).or_insert_with(|| {
@@ -95,7 +90,7 @@ impl TreeSeq {
                     }));
                 }
                 let Some(at) = at else { bail!("item {}: empty sequence", item.id) };
-                t.slots.push(Slot { item: i, prefix, at, next: next.into_iter().collect() });
+                t.slots.push(Slot { item: i, prefix, at, next });
             }
             t.labels.push(item.labels.clone());
         }
@@ -136,22 +131,6 @@ impl TreeSeq {
     pub fn needs_full_norm(&self) -> bool {
         self.labels.iter().any(|ls| ls.iter().any(|l| l.len() != 1))
     }
-}
-
-/// Label prefixes whose next-token distribution is needed: every proper prefix of a label,
-/// and every label that another label extends (the engine's rule).
-pub fn needed_prefixes(labels: &[Vec<Token>]) -> Vec<Vec<Token>> {
-    let mut out: Vec<Vec<Token>> = Vec::new();
-    for l in labels {
-        for j in 0..=l.len() {
-            let p = l[..j].to_vec();
-            let extended = labels.iter().any(|m| m.len() > j && m[..j] == p[..]);
-            if extended && !out.contains(&p) {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -15,6 +15,24 @@ use crate::score::fitness::{Evaluation, Task};
 /// make the range meaningless.
 pub const NORM_PERCENTILES: (f64, f64) = (0.1, 99.9);
 
+/// Scale every row (of `n_embd` values) whose L2 norm is outside `(lo, hi)` back onto the
+/// range, keeping its direction; rows that are exactly zero are left alone. DE's repair and
+/// prompt tuning's projection after each step.
+pub fn clip_rows(x: &mut [f32], n_embd: usize, (lo, hi): (f32, f32)) {
+    for row in x.chunks_mut(n_embd.max(1)) {
+        let norm = row.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt() as f32;
+        let target = if norm > hi {
+            hi
+        } else if norm < lo && norm > 0.0 {
+            lo
+        } else {
+            continue;
+        };
+        let s = target / norm;
+        row.iter_mut().for_each(|v| *v *= s);
+    }
+}
+
 /// Soft prompts scored on a fixed set of items.
 pub struct PromptObjective<'m, 'p> {
     /// The engine (owned, so the run can use it between generations).
@@ -42,19 +60,7 @@ impl PromptObjective<'_, '_> {
     /// stay in the region of input space the model was trained on. The direction of each row
     /// is kept; rows that are exactly zero are left alone.
     pub fn clip_rows(&self, x: &mut [f32]) {
-        let (lo, hi) = self.norm_range;
-        for row in x.chunks_mut(self.n_embd.max(1)) {
-            let norm = row.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt() as f32;
-            let target = if norm > hi {
-                hi
-            } else if norm < lo && norm > 0.0 {
-                lo
-            } else {
-                continue;
-            };
-            let s = target / norm;
-            row.iter_mut().for_each(|v| *v *= s);
-        }
+        clip_rows(x, self.n_embd, self.norm_range);
     }
 
     /// Prompt-space vectors of a batch (mapped and repaired in subspace mode).

@@ -178,19 +178,7 @@ impl<'m, 'p> TuneMethod<'m, 'p> {
 
     /// Scale rows whose norm is outside the vocabulary's range back onto it.
     fn clip_rows(&self, x: &mut [f32]) {
-        let (lo, hi) = self.norm_range;
-        for row in x.chunks_mut(self.n_embd.max(1)) {
-            let norm = row.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt() as f32;
-            let target = if norm > hi {
-                hi
-            } else if norm < lo && norm > 0.0 {
-                lo
-            } else {
-                continue;
-            };
-            let s = target / norm;
-            row.iter_mut().for_each(|v| *v *= s);
-        }
+        crate::run::prompt_objective::clip_rows(x, self.n_embd, self.norm_range);
     }
 
     fn prepare(&mut self, chunk: &[usize]) -> Result<()> {
