@@ -115,7 +115,8 @@ pub fn run(args: TuneArgs, given: &[String]) -> Result<()> {
             let spec = args.spec()?;
             spec.validate().map_err(with_flags)?;
             let mut obs = ProgressObserver::new("", spec.stop.gens, args.layout.show_prompt).unit("step");
-            launch::start(spec, args.session.out.as_deref(), args.session.force, &mut obs).map_err(with_flags)?
+            launch::start(spec, args.session.out.as_deref(), args.session.force, &mut obs)
+                .map_err(with_flags)?
         }
     };
     super::run::finish(&outcome, args.session.no_report, "step", "tune");
