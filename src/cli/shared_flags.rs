@@ -237,6 +237,9 @@ impl SlurmArgs {
 /// Flags every run command shares (`deopt run`, `deopt tune`): the held-out split, the seed,
 /// the run directory, resuming, the common stop conditions and the report.
 #[derive(Debug, Clone, clap::Args)]
+// No argument group: its id would count as a flag given on the command line, which a resume
+// refuses.
+#[group(skip)]
 pub struct SessionArgs {
     /// Share of the survey kept out of the fitness, in [0, 1); its loss for the best prompt is
     /// reported every step. VSM13 holds out whole dimensions (all items of round(FRACTION x 6)
