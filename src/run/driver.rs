@@ -107,7 +107,8 @@ impl Observer for ProgressObserver {
         }
         let log = StepLog::new(self.gens, self.unit);
         if let Some(g) = resumed_at {
-            log.println(&format!("{}resuming at {} {g}", self.label, self.unit));
+            let word = if self.unit == "gen" { "generation" } else { self.unit };
+            log.println(&format!("{}resuming at {word} {g}", self.label));
         }
         self.log = Some(log);
     }
