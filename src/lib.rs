@@ -33,3 +33,4 @@ pub mod prompt;
 pub mod provision;
 pub mod run;
 pub mod score;
+pub mod selfgen;

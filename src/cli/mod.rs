@@ -17,6 +17,7 @@ pub mod model_cmd;
 pub mod report;
 pub mod run;
 pub mod score;
+pub mod selfgen;
 pub mod shared_flags;
 pub mod sweep;
 pub mod tune;
@@ -53,6 +54,9 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Generate an open-ended answer with a soft prompt (--compare: also without)
     Generate(generate::GenerateArgs),
+    /// Self-generated data (CultureSPA): new survey questions, answered without and with a
+    /// culture prompt; the shifted pairs train `run`/`tune --objective selfgen`
+    Selfgen(selfgen::SelfgenArgs),
     /// Download, verify and inspect the model (default: Gemma 3 270M)
     Model(model_cmd::ModelCmdArgs),
     /// Benchmarks
@@ -173,6 +177,7 @@ pub fn run(cli: Cli, given: &[String]) -> anyhow::Result<()> {
         Command::Sweep(args) => sweep::run(args),
         Command::Export(args) => export::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::Selfgen(args) => selfgen::run(args),
         Command::Model(args) => model_cmd::run(args),
         Command::Bench(BenchCommand::Optimizer(args)) => bench::optimizer(args),
         Command::Bench(BenchCommand::Engine(args)) => bench::engine(args),

@@ -53,6 +53,13 @@ pub struct RunArgs {
     /// Stop before an evaluation budget would be exceeded
     #[arg(long, value_name = "N")]
     pub max_evals: Option<u64>,
+    /// What the fitness scores: the survey's targets, or cross-entropy to the culture-aware
+    /// answers of self-generated data (--data)
+    #[arg(long, value_enum, default_value_t = RunObjective::Survey)]
+    pub objective: RunObjective,
+    /// Self-generated data directory (deopt selfgen's output), for --objective selfgen
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub session: SessionArgs,
 }
@@ -80,6 +87,18 @@ impl RunArgs {
     /// # Errors
     /// No `--country`.
     pub fn spec(&self) -> Result<RunSpec> {
+        let selfgen = match (self.objective, &self.data) {
+            (RunObjective::Selfgen, Some(d)) => Some(d.clone()),
+            (RunObjective::Selfgen, None) => {
+                anyhow::bail!("--objective selfgen: needs --data DIR, the output of deopt selfgen")
+            }
+            (RunObjective::Survey, Some(d)) => {
+                anyhow::bail!("--data {}: expected only with --objective selfgen", d.display())
+            }
+            (RunObjective::Survey, None) => None,
+        };
+        let mut task = self.task.spec()?;
+        task.selfgen = selfgen;
         Ok(RunSpec {
             method: MethodSpec::De(DeSpec {
                 strategy: self.strategy.parse()?,
@@ -88,7 +107,7 @@ impl RunArgs {
                 recombination: self.recombination,
                 subspace: self.subspace,
             }),
-            task: self.task.spec()?,
+            task,
             model: self.model.spec(),
             layout: self.layout.spec(),
             prompt: PromptSpec { tokens: self.tokens, init: self.init },
@@ -97,6 +116,15 @@ impl RunArgs {
             stop: self.stop(),
         })
     }
+}
+
+/// What `deopt run` optimises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RunObjective {
+    /// The survey's fitness (VSM13 loss, WVS CAS).
+    Survey,
+    /// Cross-entropy to self-generated culture-aware answers (`deopt selfgen`).
+    Selfgen,
 }
 
 /// `--flag` of a clap id.

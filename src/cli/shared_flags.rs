@@ -80,6 +80,7 @@ impl TaskArgs {
             metric: self.metric,
             wvs_source: self.wvs_source,
             answers: self.answers,
+            selfgen: None,
         })
     }
 

@@ -79,6 +79,8 @@ impl TuneArgs {
     /// # Errors
     /// No `--country`.
     pub fn spec(&self) -> Result<RunSpec> {
+        let mut task = self.task.spec()?;
+        task.selfgen = self.data.clone();
         Ok(RunSpec {
             method: MethodSpec::Tune(TuneSpec {
                 objective: self.objective,
@@ -88,7 +90,7 @@ impl TuneArgs {
                 chunk: self.chunk,
                 eval_every: self.eval_every,
             }),
-            task: self.task.spec()?,
+            task,
             model: self.model.spec(),
             layout: self.layout.spec(),
             prompt: PromptSpec { tokens: self.tokens, init: self.init },

@@ -23,6 +23,7 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 pub mod generation;
+pub mod sampler;
 
 use anyhow::{bail, Context as _, Result};
 use serde::Serialize;

@@ -635,6 +635,10 @@ pub fn write_run_report(dir: &Path, view: Option<&EngineView>) -> Result<Vec<Pat
         );
     }
     let _ = writeln!(md, "| wall time | {:.1} s |", ckpt.elapsed_s);
+    if let Some(t) = crate::run::transfer::load(dir) {
+        let _ = writeln!(md, "\n## Transfer to the real surveys\n");
+        let _ = writeln!(md, "{}", crate::run::transfer::table(&t));
+    }
     let _ = writeln!(md, "\n## Charts\n");
     if tune {
         let _ = writeln!(md, "Convergence: the fitness of the prompt after each Adam step (scored by the llama.cpp engine) and the best so far, over forward-pass equivalents (a backward pass counts as two), the held-out loss of the best prompt if any, and the loss without a soft prompt (dashed). Per-step objective and gradient norm: `tune.csv`.\n");

@@ -50,7 +50,7 @@ pub fn engine_view(dir: &Path, model: Option<&ModelSpec>) -> Result<EngineView> 
     let opt = task.evaluate(&idx, &best_scores)?;
     let target_dims = match &task.target {
         Target::Hofstede { row, .. } => Some(crate::data::load::target_vector(row)),
-        Target::Wvs { .. } => None,
+        Target::Wvs { .. } | Target::Selfgen { .. } => None,
     };
     Ok(EngineView {
         items: items.iter().map(|i| i.id.clone()).collect(),

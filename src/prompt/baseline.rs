@@ -133,6 +133,12 @@ pub fn p3_examples(task: &Task) -> Result<BTreeMap<String, String>> {
     };
     let mut out = BTreeMap::new();
     match &task.target {
+        Target::Selfgen { data, .. } => {
+            return Err(anyhow!(
+                "baseline p3: needs a real survey's answers; {} holds self-generated questions",
+                data.display()
+            ))
+        }
         Target::Wvs { reference, .. } => {
             let file = embedded::file("targets/culturespa/self_alignment_examples.json");
             let table: BTreeMap<String, Vec<String>> =

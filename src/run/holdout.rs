@@ -30,7 +30,7 @@ pub fn split_items(task: &Task, fraction: f64, seed: u64) -> (Vec<usize>, Vec<us
             let held = &dims[..k];
             (0..n).partition(|&i| !task.survey.items[i].term.is_some_and(|(d, _)| held.contains(&d)))
         }
-        Target::Wvs { .. } => {
+        Target::Wvs { .. } | Target::Selfgen { .. } => {
             let mut idx: Vec<usize> = (0..n).collect();
             idx.shuffle(&mut rng);
             let k = ((fraction * n as f64).round() as usize).clamp(1, n - 1);

@@ -15,4 +15,5 @@ pub mod prompt_objective;
 pub mod seeds;
 pub mod slurm;
 pub mod spec;
+pub mod transfer;
 pub mod tune_method;

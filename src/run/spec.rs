@@ -65,6 +65,10 @@ pub struct TaskSpec {
     pub wvs_source: WvsChoice,
     /// How distributions become answers.
     pub answers: AnswerMode,
+    /// Self-generated data (`deopt selfgen`'s directory): when set, the items are its questions
+    /// kept for the country and the fitness is the cross-entropy to their culture-aware answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selfgen: Option<PathBuf>,
 }
 
 impl TaskSpec {
@@ -79,6 +83,7 @@ impl TaskSpec {
             metric: CasMetric::default(),
             wvs_source: WvsChoice::default(),
             answers: AnswerMode::default(),
+            selfgen: None,
         }
     }
 
@@ -87,8 +92,12 @@ impl TaskSpec {
     /// # Errors
     /// A bad survey file, an unknown country, a country without the survey's targets.
     pub fn load(&self) -> Result<Task> {
-        let survey = load::load_survey(self.survey, self.survey_file.as_deref())?;
         let country = load::resolve_country(&self.country)?;
+        if let Some(dir) = &self.selfgen {
+            let (survey, target) = crate::selfgen::data::load_task(dir, &country)?;
+            return Ok(Task { survey, country, target, mode: self.answers });
+        }
+        let survey = load::load_survey(self.survey, self.survey_file.as_deref())?;
         let target = match self.survey {
             SurveyKind::Vsm13 => Target::Hofstede {
                 row: load::hofstede_target(&country)?,
@@ -535,6 +544,14 @@ impl RunSpec {
                         SpecError::new("eval_every", 0, "expected a number of steps of at least 1").into()
                     );
                 }
+                if (t.objective == TuneObjective::Selfgen) != self.task.selfgen.is_some() {
+                    return Err(SpecError::new(
+                        "data",
+                        self.task.selfgen.as_ref().or(t.data.as_ref()).map_or("(none)".into(), |d| d.display().to_string()),
+                        "expected --data DIR exactly with --objective selfgen",
+                    )
+                    .into());
+                }
                 if t.objective == TuneObjective::Selfgen && t.data.is_none() {
                     return Err(SpecError::new(
                         "objective",
@@ -587,6 +604,9 @@ impl RunSpec {
 
     /// The survey's short name (`vsm13`, `wvs`).
     pub fn survey_name(&self) -> &'static str {
+        if self.task.selfgen.is_some() {
+            return "selfgen";
+        }
         match self.task.survey {
             SurveyKind::Vsm13 => "vsm13",
             SurveyKind::Wvs => "wvs",

@@ -61,6 +61,15 @@ pub enum Target {
         /// Which score is the fitness.
         metric: CasMetric,
     },
+    /// Self-generated questions and the culture-aware answers kept for the country
+    /// (`deopt selfgen`): the fitness is the mean cross-entropy of the model's option
+    /// distributions to these targets.
+    Selfgen {
+        /// Item id -> target distribution over its options (one-hot at the kept answer).
+        targets: BTreeMap<String, Vec<f64>>,
+        /// The data directory, for messages.
+        data: std::path::PathBuf,
+    },
 }
 
 /// A survey, a country and its target: everything needed to turn answers into a fitness.
@@ -163,6 +172,22 @@ impl Task {
                 };
                 let answers = answers.iter().map(|a| a.unwrap_or(f64::NAN)).collect();
                 Ok(Evaluation { fitness: -score, answers, dimensions: None, loss: None, cas: Some(r) })
+            }
+            Target::Selfgen { targets, data } => {
+                let scores = scores.filter(|_| self.mode != AnswerMode::Generate).ok_or_else(|| {
+                    anyhow!("answers {:?}: the self-generated-data loss needs option probabilities", self.mode)
+                })?;
+                let mut ts: Vec<&[f64]> = Vec::with_capacity(items.len());
+                for &i in items {
+                    let id = &self.survey.items[i].id;
+                    let t = targets.get(id).ok_or_else(|| {
+                        anyhow!("{}: no kept answer for question {id}", data.display())
+                    })?;
+                    ts.push(t);
+                }
+                let ce = crate::score::gradient::cross_entropy(&ts, scores);
+                let answers = answers.iter().map(|a| a.unwrap_or(f64::NAN)).collect();
+                Ok(Evaluation { fitness: ce.value, answers, dimensions: None, loss: None, cas: None })
             }
         }
     }

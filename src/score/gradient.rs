@@ -67,6 +67,11 @@ pub fn fitness_gradient(
                 })
                 .collect()
         }
+        Target::Selfgen { .. } => {
+            let ts = synthetic_targets(task, items)?;
+            let refs: Vec<&[f64]> = ts.iter().map(Vec::as_slice).collect();
+            cross_entropy(&refs, scores).grad
+        }
         Target::Wvs { .. } => {
             let h = 1e-6;
             let mut work: Vec<ItemScore> = scores.to_vec();
@@ -117,7 +122,8 @@ pub fn cross_entropy(targets: &[&[f64]], scores: &[ItemScore]) -> ScoreGradient 
 /// per item (in `items` order). VSM13: the item means that reproduce the country's Hofstede
 /// scores exactly ([`crate::score::metrics::vsm_inverse`]), each as the maximum-entropy
 /// distribution with that mean. WVS: the country's answer distribution over the item's
-/// options (all zeros, so no loss, for an item without a reference answer).
+/// options (all zeros, so no loss, for an item without a reference answer). Self-generated
+/// data: the kept culture-aware answers.
 ///
 /// # Errors
 /// Targets the item scale cannot reproduce.
@@ -153,6 +159,16 @@ pub fn synthetic_targets(task: &Task, items: &[usize]) -> Result<Vec<Vec<f64>>> 
                 }
             })
             .collect()),
+        Target::Selfgen { targets, data } => items
+            .iter()
+            .map(|&i| {
+                let id = &survey.items[i].id;
+                targets
+                    .get(id)
+                    .cloned()
+                    .ok_or_else(|| anyhow::anyhow!("{}: no kept answer for question {id}", data.display()))
+            })
+            .collect(),
     }
 }
 

@@ -17,5 +17,6 @@ mod optim;
 mod report;
 mod run;
 mod score;
+mod selfgen;
 mod sweep;
 mod tune;
