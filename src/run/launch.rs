@@ -170,13 +170,9 @@ enum Session {
 
 fn execute(mut spec: RunSpec, session: Session, observer: &mut dyn Observer) -> Result<RunOutcome> {
     let config = spec.validate()?;
-    let task = spec.task.load()?;
-    spec.task.country = task.country.iso3.clone();
-    if let Session::New(Some(d), force) = &session {
-        claim_new_dir(d, &spec, *force)?;
-    }
-
     let resolved = spec.model.resolve()?;
+    // Data from another model is refused before its contents are read: that is the first
+    // thing wrong with it, whatever else is.
     if let Some(data) = &spec.task.selfgen {
         let sha = crate::selfgen::data::model_sha256(data)?;
         if sha != resolved.sha256 {
@@ -188,6 +184,11 @@ fn execute(mut spec: RunSpec, session: Session, observer: &mut dyn Observer) -> 
                 resolved.sha256
             );
         }
+    }
+    let task = spec.task.load()?;
+    spec.task.country = task.country.iso3.clone();
+    if let Session::New(Some(d), force) = &session {
+        claim_new_dir(d, &spec, *force)?;
     }
     let rows = spec.prompt.init.uses_rows().then_some(spec.prompt.tokens);
     let (pop, subspace) = spec.de().map_or((1, None), |de| (de.pop, de.subspace));

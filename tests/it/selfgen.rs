@@ -18,7 +18,7 @@ const FILES: [&str; 6] =
 fn args(out: &Path) -> Vec<String> {
     [
         "selfgen", "--countries", "USA,CHN", "--per-topic", "2", "--per-round", "1", "--seed", "1",
-        "--max-tokens", "96", "--threads", "2", "--out",
+        "--max-tokens", "96", "--min-shift", "0.02", "--threads", "2", "--out",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -100,15 +100,22 @@ fn selfgen_is_deterministic_resumes_after_sigkill_and_keeps_exactly_the_shifted_
         assert_eq!(shown, earlier.min(2), "{}: examples {:?}", r.topic, r.examples);
         assert_eq!(r.examples.len(), 5);
     }
-    // Both countries answered every question; kept is exactly "the most probable answer changed".
+    // Both countries answered every question; the answer is the most probable option, the
+    // expected answer is the probability-weighted code, and kept is exactly "the expected answer
+    // moved by at least --min-shift" (the data is made with a small shift so that a few
+    // questions give kept pairs to train on; the default rule is covered by a unit test).
     assert_eq!(answers.len(), 2 * questions.len());
     let argmax = |p: &[f64]| 1 + (0..p.len()).fold(0, |b, k| if p[k] > p[b] { k } else { b }) as i32;
+    let mean = |p: &[f64]| p.iter().enumerate().map(|(k, x)| (k + 1) as f64 * x).sum::<f64>();
     for a in &answers {
         let (u, w) = (a.unaware.probs.as_ref().unwrap(), a.aware.probs.as_ref().unwrap());
         assert_eq!(a.unaware.answer, Some(argmax(u)));
         assert_eq!(a.aware.answer, Some(argmax(w)));
-        assert_eq!(a.kept, argmax(u) != argmax(w), "{a:?}");
+        let (eu, ew) = (a.unaware.expected.unwrap(), a.aware.expected.unwrap());
+        assert!((eu - mean(u)).abs() < 1e-9 && (ew - mean(w)).abs() < 1e-9);
+        assert_eq!(a.kept, (ew - eu).abs() >= 0.02, "{a:?}");
     }
+    assert!(answers.iter().any(|a| a.country == "USA" && a.kept), "no kept pair for USA to train on");
     for c in ["USA", "CHN"] {
         let kept = answers.iter().filter(|a| a.country == c && a.kept).count();
         assert_eq!(summary.countries[c].kept, kept);
@@ -175,7 +182,8 @@ fn bad_selfgen_input_is_one_line() {
     std::fs::write(other.join("selfgen.json"), serde_json::to_vec(&s).unwrap()).unwrap();
     let o = other.to_str().unwrap();
     fails_with(&["run", "--objective", "selfgen", "--data", o, "--country", "USA"], "belongs to the model that wrote it");
-    // Nothing kept for the country.
+    // Nothing kept for the country (data of the right model again).
+    std::fs::copy(data.join("selfgen.json"), other.join("selfgen.json")).unwrap();
     let answers = std::fs::read_to_string(data.join("answers.jsonl")).unwrap().replace("\"kept\":true", "\"kept\":false");
     std::fs::write(other.join("answers.jsonl"), answers).unwrap();
     fails_with(&["tune", "--objective", "selfgen", "--data", o, "--country", "USA"], "nothing kept for USA");
