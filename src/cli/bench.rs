@@ -139,7 +139,7 @@ pub struct BenchOptimizerArgs {
     /// Evaluation budget per run (the initial population included).
     #[arg(long, default_value_t = 100_000)]
     pub evals: u64,
-    /// Strategy: rand1bin, best1bin, current-to-best1bin, rand2bin, jade, shade, lshade, random.
+    /// Strategy: rand1bin, best1bin, current-to-best1bin, rand2bin, jade, shade, lshade, random, cmaes.
     #[arg(long, default_value_t = Strategy::Rand1Bin)]
     pub strategy: Strategy,
     /// Seed of the first run; repeats use seed, seed+1, ...

@@ -32,8 +32,8 @@ pub struct RunArgs {
     /// Soft prompt rows T (ignored by --init persona, whose rows follow its text)
     #[arg(long, default_value_t = 10)]
     pub tokens: usize,
-    /// DE strategy: rand1bin (DE/rand/1/bin, the seed paper's), best1bin, current-to-best1bin,
-    /// rand2bin, jade, shade, lshade, random
+    /// Search strategy: rand1bin (DE/rand/1/bin, the seed paper's), best1bin, current-to-best1bin,
+    /// rand2bin, jade, shade, lshade, random, cmaes (CMA-ES; with --subspace it is BBT)
     #[arg(long, default_value = "rand1bin", value_name = "NAME")]
     pub strategy: String,
     /// Mutation factor F, in (0, 2] (classic strategies; adaptive ones adapt their own)

@@ -75,11 +75,14 @@ pub enum Strategy {
     /// Random search around the initial population.
     #[serde(rename = "random")]
     Random,
+    /// CMA-ES (separable above 500 dimensions); with `--subspace k` it is black-box tuning.
+    #[serde(rename = "cmaes")]
+    Cmaes,
 }
 
 impl Strategy {
     /// Every strategy, in the order they are listed to users.
-    pub const ALL: [Strategy; 8] = [
+    pub const ALL: [Strategy; 9] = [
         Strategy::Rand1Bin,
         Strategy::Best1Bin,
         Strategy::CurrentToBest1Bin,
@@ -88,6 +91,7 @@ impl Strategy {
         Strategy::Shade,
         Strategy::Lshade,
         Strategy::Random,
+        Strategy::Cmaes,
     ];
 
     /// The name used on the command line and in files.
@@ -101,6 +105,7 @@ impl Strategy {
             Strategy::Shade => "shade",
             Strategy::Lshade => "lshade",
             Strategy::Random => "random",
+            Strategy::Cmaes => "cmaes",
         }
     }
 
@@ -113,6 +118,7 @@ impl Strategy {
             Strategy::Rand2Bin => 6,
             Strategy::Jade | Strategy::Shade | Strategy::Lshade => 4,
             Strategy::Random => 2,
+            Strategy::Cmaes => 4,
         }
     }
 
@@ -122,10 +128,12 @@ impl Strategy {
     }
 
     /// A reasonable population size for a problem of dimension `dim`: L-SHADE's `18 D`
-    /// (clamped to 4..=540, the paper's value at D = 30), 100 otherwise.
+    /// (clamped to 4..=540, the paper's value at D = 30), CMA-ES's `4 + floor(3 ln D)`, 100
+    /// otherwise.
     pub fn default_population(self, dim: usize) -> usize {
         match self {
             Strategy::Lshade => (18 * dim).clamp(4, 540),
+            Strategy::Cmaes => 4 + (3.0 * (dim.max(1) as f64).ln()) as usize,
             _ => 100,
         }
     }
@@ -456,7 +464,7 @@ mod tests {
         assert_eq!(
             err,
             "unknown strategy 'rand3bin' (expected one of: rand1bin, best1bin, \
-             current-to-best1bin, rand2bin, jade, shade, lshade, random)"
+             current-to-best1bin, rand2bin, jade, shade, lshade, random, cmaes)"
         );
     }
 

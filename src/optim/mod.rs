@@ -6,7 +6,7 @@
 //!   so an LLM objective can batch every soft prompt of that generation.
 //! * [`Config`] and [`Strategy`]: the solver's settings (DE/rand/1/bin of the seed paper and
 //!   its classic variants, JADE, SHADE, L-SHADE, a random-search baseline), validated into
-//!   one-line [`ConfigError`]s.
+//!   one-line [`ConfigError`]s; CMA-ES (separable in high dimension) as a strategy beside them.
 //! * [`Optimizer`]: the solver plus its whole state (population, fitness, archive, adapted
 //!   parameters, RNG, counters, best so far). `init` scores the initial population, `step`
 //!   runs one generation and returns a [`GenerationReport`]. It is `Serialize +
@@ -23,6 +23,7 @@
 
 pub mod adam;
 mod adapt;
+mod cmaes;
 mod config;
 mod exact;
 mod generation_report;

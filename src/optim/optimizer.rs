@@ -19,6 +19,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::adapt;
+use super::cmaes::{CmaState, Factor};
 use super::config::{Bounds, Config, ConfigError, Strategy};
 use super::exact;
 use super::generation_report::{GenerationReport, MeanSd};
@@ -77,6 +78,15 @@ pub enum Parameters<'a> {
         /// Standard deviations.
         sd: &'a [f64],
     },
+    /// CMA-ES: the distribution's mean and step size.
+    Cmaes {
+        /// Mean.
+        mean: &'a [f64],
+        /// Step size sigma.
+        sigma: f64,
+        /// Diagonal covariance (dimension above 500).
+        separable: bool,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -101,6 +111,7 @@ enum Adaptation {
         #[serde(with = "exact::seq")]
         sd: Vec<f64>,
     },
+    Cmaes(Box<CmaState>),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -312,6 +323,27 @@ impl Optimizer {
                     .collect();
                 Adaptation::Random { mean, sd }
             }
+            Strategy::Cmaes => {
+                // Mean: the centroid until `init` has scores (then the best individual);
+                // step size: the population's root-mean-square per-coordinate spread.
+                let nf = n as f64;
+                let mean: Vec<f64> = (0..dim)
+                    .map(|j| initial_population.iter().map(|x| x[j] as f64).sum::<f64>() / nf)
+                    .collect();
+                let var: f64 = (0..dim)
+                    .map(|j| initial_population.iter().map(|x| (x[j] as f64 - mean[j]).powi(2)).sum::<f64>() / (nf - 1.0))
+                    .sum::<f64>()
+                    / dim as f64;
+                let sigma = var.sqrt();
+                if !(sigma.is_finite() && sigma > 0.0) {
+                    return Err(ConfigError::Parameter {
+                        name: "spread of the initial population (CMA-ES's initial step size)",
+                        value: sigma,
+                        range: "(0, inf): the individuals must not all be equal",
+                    });
+                }
+                Adaptation::Cmaes(Box::new(CmaState::new(mean, sigma)))
+            }
         };
         let best = initial_population[0].clone();
         Ok(Optimizer {
@@ -351,6 +383,11 @@ impl Optimizer {
         st.fitness = fitness;
         st.evaluations = st.population.len() as u64;
         st.initialized = true;
+        if let Adaptation::Cmaes(c) = &mut st.adaptation {
+            // Start the search from the best scored point, not the unscored centroid.
+            let sigma = c.sigma();
+            **c = CmaState::new(st.best.iter().map(|&v| v as f64).collect(), sigma);
+        }
         Ok(self.make_report(n, None, None, 0, 0))
     }
 
@@ -370,6 +407,12 @@ impl Optimizer {
             let fit = evaluate(obj, &xs, generation)?;
             self.state.rng = rng;
             return Ok(self.merge_random(xs, fit));
+        }
+        if self.config.strategy == Strategy::Cmaes {
+            let (xs, factor) = self.sample_cmaes(&mut rng, obj);
+            let fit = evaluate(obj, &xs, generation)?;
+            self.state.rng = rng;
+            return Ok(self.merge_cmaes(xs, fit, &factor));
         }
         let trials = self.make_trials(&mut rng, obj);
         let fit = evaluate(obj, &trials.xs, generation)?;
@@ -455,6 +498,9 @@ impl Optimizer {
             Adaptation::Jade { mu_f, mu_cr } => Parameters::Jade { mu_f: *mu_f, mu_cr: *mu_cr },
             Adaptation::Shade { m_f, m_cr, next } => Parameters::Shade { m_f, m_cr, next: *next },
             Adaptation::Random { mean, sd } => Parameters::Random { mean, sd },
+            Adaptation::Cmaes(c) => {
+                Parameters::Cmaes { mean: c.mean(), sigma: c.sigma(), separable: c.separable() }
+            }
         }
     }
 
@@ -512,13 +558,14 @@ impl Optimizer {
             return bad("rng state all zero: expected the state of a seeded generator".into());
         }
         let ok = match (&st.adaptation, self.config.strategy) {
-            (Adaptation::Fixed, s) => !s.is_adaptive() && s != Strategy::Random,
+            (Adaptation::Fixed, s) => !s.is_adaptive() && !matches!(s, Strategy::Random | Strategy::Cmaes),
             (Adaptation::Jade { .. }, Strategy::Jade) => true,
             (Adaptation::Shade { m_f, m_cr, next }, Strategy::Shade | Strategy::Lshade) => {
                 let h = self.config.memory_size_for(st.initial_population_size);
                 m_f.len() == h && m_cr.len() == h && *next < h
             }
             (Adaptation::Random { mean, sd }, Strategy::Random) => mean.len() == st.dim && sd.len() == st.dim,
+            (Adaptation::Cmaes(c), Strategy::Cmaes) => c.consistent(st.dim),
             _ => false,
         };
         if !ok {
@@ -578,7 +625,7 @@ impl Optimizer {
                 };
                 (adapt::sample_f(rng, m_f[r]), cr)
             }
-            Adaptation::Fixed | Adaptation::Random { .. } => {
+            Adaptation::Fixed | Adaptation::Random { .. } | Adaptation::Cmaes(_) => {
                 (self.config.mutation, self.config.recombination)
             }
         }
@@ -656,7 +703,7 @@ impl Optimizer {
                         xi + f * (pb[j] as f64 - xi) + f * (b[j] as f64 - c[j] as f64)
                     })
                 }
-                Strategy::Random => unreachable!("random search does not make DE trials"),
+                Strategy::Random | Strategy::Cmaes => unreachable!("{} does not make DE trials", self.config.strategy),
             };
             obj.repair(&mut u);
             out.xs.push(u);
@@ -804,5 +851,52 @@ impl Optimizer {
         st.generation += 1;
         st.evaluations += n as u64;
         self.make_report(n, None, None, successes, successes)
+    }
+
+    fn sample_cmaes<R: Rng, O: BatchObjective + ?Sized>(&self, rng: &mut R, obj: &O) -> (Vec<Vec<f32>>, Factor) {
+        let Adaptation::Cmaes(c) = &self.state.adaptation else {
+            unreachable!("CMA-ES state is checked at construction");
+        };
+        let factor = c.factor();
+        let bounds = self.config.bounds;
+        let xs = (0..self.state.population.len())
+            .map(|_| {
+                let mut x: Vec<f32> = c
+                    .sample(rng, &factor)
+                    .into_iter()
+                    .map(|v| {
+                        let v = v as f32;
+                        match bounds {
+                            Some(b) => v.clamp(b.lower, b.upper),
+                            None => v,
+                        }
+                    })
+                    .collect();
+                obj.repair(&mut x);
+                x
+            })
+            .collect();
+        (xs, factor)
+    }
+
+    /// The samples become the population (CMA-ES keeps no parents); `successes` counts those
+    /// better than the best so far before this generation.
+    fn merge_cmaes(&mut self, xs: Vec<Vec<f32>>, fit: Vec<f64>, factor: &Factor) -> GenerationReport {
+        let st = &mut self.state;
+        let n = xs.len();
+        let order = ranking(&fit);
+        let successes = fit.iter().filter(|&&f| cmp_fitness(f, st.best_fitness) == Ordering::Less).count();
+        if cmp_fitness(fit[order[0]], st.best_fitness) == Ordering::Less {
+            st.best.clone_from(&xs[order[0]]);
+            st.best_fitness = fit[order[0]];
+        }
+        if let Adaptation::Cmaes(c) = &mut st.adaptation {
+            c.update(&xs, &order, factor);
+        }
+        st.population = xs;
+        st.fitness = fit;
+        st.generation += 1;
+        st.evaluations += n as u64;
+        self.make_report(n, None, None, successes, n)
     }
 }

@@ -58,7 +58,10 @@ fn selection_never_worsens_any_individual() {
             let before = opt.fitness().to_vec();
             let rep = opt.step(&mut obj).unwrap();
             let after = opt.fitness();
-            if matches!(strategy, Strategy::Lshade | Strategy::Random) {
+            if strategy == Strategy::Cmaes {
+                // No parents: the population is the last sample, only the best so far holds.
+                assert!(rep.best_so_far <= before.iter().copied().fold(f64::INFINITY, f64::min));
+            } else if matches!(strategy, Strategy::Lshade | Strategy::Random) {
                 // Population is reordered or shrunk: the k-th best never gets worse.
                 let (b, a) = (sorted(&before), sorted(after));
                 assert!(a.iter().zip(&b).all(|(x, y)| x <= y), "{strategy}");
@@ -372,6 +375,38 @@ fn adaptive_de_beats_rand1bin_and_random_search_on_a_3200d_shifted_ellipsoid() {
     }
 }
 
+#[test]
+fn cmaes_solves_the_rotated_10d_ellipsoid_in_8000_and_rosenbrock_in_15000_evaluations() {
+    // Rotation makes the ellipsoid non-separable: what the covariance is there to learn.
+    let ellipsoid = TestFunction::with_transform(Function::Ellipsoid, 10, false, true, 5);
+    let (med, errors) = median_error(Strategy::Cmaes, &ellipsoid, 10, 8_000, 5);
+    eprintln!("rotated ellipsoid 10-D cmaes: median error {med:.3e} over {errors:?}");
+    assert!(med < 1e-8, "cmaes on the ellipsoid: {errors:?}");
+    let (jmed, jade) = median_error(Strategy::Jade, &ellipsoid, 10, 8_000, 5);
+    let mw = mann_whitney_u(&errors, &jade, Alternative::Less);
+    eprintln!("rotated ellipsoid 10-D: jade median {jmed:.3e}; cmaes < jade: p = {:.4}", mw.p_value);
+    assert!(mw.p_value < 0.05, "cmaes {errors:?} vs jade {jade:?}");
+    let rosenbrock = TestFunction::new(Function::Rosenbrock, 10);
+    let (med, errors) = median_error(Strategy::Cmaes, &rosenbrock, 10, 15_000, 5);
+    eprintln!("rosenbrock 10-D cmaes: median error {med:.3e} over {errors:?}");
+    assert!(med < 1e-8, "cmaes on rosenbrock: {errors:?}");
+}
+
+#[test]
+fn separable_cmaes_beats_random_search_on_a_3200d_shifted_ellipsoid() {
+    let f = TestFunction::shifted(Function::Ellipsoid, 3200, 11);
+    let seeds = 7;
+    let (_, random) = median_error(Strategy::Random, &f, 50, 5_000, seeds);
+    let (med, errors) = median_error(Strategy::Cmaes, &f, 50, 5_000, seeds);
+    let mw = mann_whitney_u(&errors, &random, Alternative::Less);
+    eprintln!(
+        "ellipsoid 3200-D: cmaes (separable) median {med:.4e} vs random median {:.4e}: p = {:.4}",
+        median(&random).unwrap(),
+        mw.p_value
+    );
+    assert!(mw.p_value < 0.05, "{errors:?} vs {random:?}");
+}
+
 fn run_reports(strategy: Strategy, seed: u64, generations: usize) -> (Vec<GenerationReport>, Optimizer) {
     let f = TestFunction::with_transform(Function::Rastrigin, 9, true, true, 1);
     let mut opt = optimizer(strategy, &f, 16, seed);
@@ -525,7 +560,7 @@ fn bad_settings_give_one_line_errors_naming_the_value() {
     assert_eq!(
         "rand3".parse::<Strategy>().unwrap_err().to_string(),
         "unknown strategy 'rand3' (expected one of: rand1bin, best1bin, current-to-best1bin, rand2bin, jade, \
-         shade, lshade, random)"
+         shade, lshade, random, cmaes)"
     );
     assert_eq!(
         err(Config::new(Strategy::Lshade), 10),
