@@ -131,7 +131,9 @@ fn sample_group(
     let limit = model.n_ctx_train();
     let longest = requests.iter().map(|r| r.tokens.len()).max().unwrap_or(0) + cfg.max_tokens + 1;
     if longest > limit {
-        bail!("a prompt plus --max-tokens needs {longest} tokens of context; the model was trained on {limit}");
+        bail!(
+            "a prompt plus --max-tokens needs {longest} tokens of context; the model was trained on {limit}"
+        );
     }
     const BATCH: usize = 512;
     let threads = cfg.threads.max(1) as i32;

@@ -45,8 +45,7 @@ impl Constants {
     fn new(n: usize, lambda: usize, separable: bool) -> Constants {
         let nf = n as f64;
         let mu = lambda / 2;
-        let raw: Vec<f64> =
-            (1..=mu).map(|i| ((lambda as f64 + 1.0) / 2.0).ln() - (i as f64).ln()).collect();
+        let raw: Vec<f64> = (1..=mu).map(|i| ((lambda as f64 + 1.0) / 2.0).ln() - (i as f64).ln()).collect();
         let sum: f64 = raw.iter().sum();
         let weights: Vec<f64> = raw.iter().map(|w| w / sum).collect();
         let mueff = 1.0 / weights.iter().map(|w| w * w).sum::<f64>();

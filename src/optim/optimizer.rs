@@ -331,7 +331,10 @@ impl Optimizer {
                     .map(|j| initial_population.iter().map(|x| x[j] as f64).sum::<f64>() / nf)
                     .collect();
                 let var: f64 = (0..dim)
-                    .map(|j| initial_population.iter().map(|x| (x[j] as f64 - mean[j]).powi(2)).sum::<f64>() / (nf - 1.0))
+                    .map(|j| {
+                        initial_population.iter().map(|x| (x[j] as f64 - mean[j]).powi(2)).sum::<f64>()
+                            / (nf - 1.0)
+                    })
                     .sum::<f64>()
                     / dim as f64;
                 let sigma = var.sqrt();
@@ -703,7 +706,9 @@ impl Optimizer {
                         xi + f * (pb[j] as f64 - xi) + f * (b[j] as f64 - c[j] as f64)
                     })
                 }
-                Strategy::Random | Strategy::Cmaes => unreachable!("{} does not make DE trials", self.config.strategy),
+                Strategy::Random | Strategy::Cmaes => {
+                    unreachable!("{} does not make DE trials", self.config.strategy)
+                }
             };
             obj.repair(&mut u);
             out.xs.push(u);
@@ -853,7 +858,11 @@ impl Optimizer {
         self.make_report(n, None, None, successes, successes)
     }
 
-    fn sample_cmaes<R: Rng, O: BatchObjective + ?Sized>(&self, rng: &mut R, obj: &O) -> (Vec<Vec<f32>>, Factor) {
+    fn sample_cmaes<R: Rng, O: BatchObjective + ?Sized>(
+        &self,
+        rng: &mut R,
+        obj: &O,
+    ) -> (Vec<Vec<f32>>, Factor) {
         let Adaptation::Cmaes(c) = &self.state.adaptation else {
             unreachable!("CMA-ES state is checked at construction");
         };

@@ -91,7 +91,13 @@ fn write_summary(out: &mut String, o: &RunOutcome) -> std::fmt::Result {
         let f = |v: Option<f64>, d: usize| v.map_or("-".to_string(), |v| format!("{v:.d$}"));
         writeln!(out, "  real surveys for {} (not seen in training):", t.country)?;
         for r in &t.rows {
-            writeln!(out, "    {:<5} VSM13 loss {:>8}  WVS-7 CAS {:>7}", r.prompt, f(r.vsm13_loss, 2), f(r.wvs_cas, 2))?;
+            writeln!(
+                out,
+                "    {:<5} VSM13 loss {:>8}  WVS-7 CAS {:>7}",
+                r.prompt,
+                f(r.vsm13_loss, 2),
+                f(r.wvs_cas, 2)
+            )?;
         }
     }
     writeln!(

@@ -399,7 +399,10 @@ fn execute(mut spec: RunSpec, session: Session, observer: &mut dyn Observer) -> 
         eprintln!("deopt: scoring the best prompt on the real surveys (VSM13, WVS-7)");
         let (best, _) = crate::output::prompt_export::load_any(&dir.join(directory::BEST_PROMPT))?;
         let t = crate::run::transfer::score(&model, &spec.model, &task.country.iso3, &layout, &best)?;
-        crate::fsutil::write_atomic(&dir.join(crate::run::transfer::TRANSFER), &serde_json::to_vec_pretty(&t)?)?;
+        crate::fsutil::write_atomic(
+            &dir.join(crate::run::transfer::TRANSFER),
+            &serde_json::to_vec_pretty(&t)?,
+        )?;
     }
     Ok(RunOutcome { dir, stop, config: run_config, checkpoint: ckpt, task, baseline, baseline_holdout })
 }

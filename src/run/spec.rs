@@ -547,7 +547,11 @@ impl RunSpec {
                 if (t.objective == TuneObjective::Selfgen) != self.task.selfgen.is_some() {
                     return Err(SpecError::new(
                         "data",
-                        self.task.selfgen.as_ref().or(t.data.as_ref()).map_or("(none)".into(), |d| d.display().to_string()),
+                        self.task
+                            .selfgen
+                            .as_ref()
+                            .or(t.data.as_ref())
+                            .map_or("(none)".into(), |d| d.display().to_string()),
                         "expected --data DIR exactly with --objective selfgen",
                     )
                     .into());

@@ -42,7 +42,13 @@ pub struct Transfer {
 ///
 /// # Errors
 /// Engine failures.
-pub fn score(model: &Model, model_spec: &ModelSpec, country: &str, layout: &Layout, prompt: &SoftPrompt) -> Result<Transfer> {
+pub fn score(
+    model: &Model,
+    model_spec: &ModelSpec,
+    country: &str,
+    layout: &Layout,
+    prompt: &SoftPrompt,
+) -> Result<Transfer> {
     let mut engine = Engine::new(model, model_spec.engine_config())?;
     let mut rows: Vec<TransferRow> = ["best", "none", "p1"]
         .iter()

@@ -175,14 +175,17 @@ impl Task {
             }
             Target::Selfgen { targets, data } => {
                 let scores = scores.filter(|_| self.mode != AnswerMode::Generate).ok_or_else(|| {
-                    anyhow!("answers {:?}: the self-generated-data loss needs option probabilities", self.mode)
+                    anyhow!(
+                        "answers {:?}: the self-generated-data loss needs option probabilities",
+                        self.mode
+                    )
                 })?;
                 let mut ts: Vec<&[f64]> = Vec::with_capacity(items.len());
                 for &i in items {
                     let id = &self.survey.items[i].id;
-                    let t = targets.get(id).ok_or_else(|| {
-                        anyhow!("{}: no kept answer for question {id}", data.display())
-                    })?;
+                    let t = targets
+                        .get(id)
+                        .ok_or_else(|| anyhow!("{}: no kept answer for question {id}", data.display()))?;
                     ts.push(t);
                 }
                 let ce = crate::score::gradient::cross_entropy(&ts, scores);

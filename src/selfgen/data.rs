@@ -55,14 +55,20 @@ pub fn load_task(dir: &Path, country: &Country) -> Result<(Survey, Target)> {
         let item = q.item();
         let k = usize::try_from(code - item.first_code).ok().filter(|k| *k < item.n_options());
         let Some(k) = k else {
-            bail!("{shown}/{ANSWERS}: question {} has answer {code}, outside its {} options", q.id, item.n_options());
+            bail!(
+                "{shown}/{ANSWERS}: question {} has answer {code}, outside its {} options",
+                q.id,
+                item.n_options()
+            );
         };
         let mut t = vec![0.0; item.n_options()];
         t[k] = 1.0;
         targets.insert(q.id.clone(), t);
         items.push(item);
     }
-    let text = super::survey_csv(&questions.iter().filter(|q| targets.contains_key(&q.id)).cloned().collect::<Vec<_>>())?;
+    let text = super::survey_csv(
+        &questions.iter().filter(|q| targets.contains_key(&q.id)).cloned().collect::<Vec<_>>(),
+    )?;
     let survey = Survey::parse(&format!("{shown}/{}", super::SURVEY), &text)?;
     debug_assert_eq!(survey.items, items);
     Ok((survey, Target::Selfgen { targets, data: dir.to_path_buf() }))

@@ -287,8 +287,9 @@ fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(n, l)| {
-            serde_json::from_str(l)
-                .map_err(|e| anyhow!("{}:{}: {e}: expected a line written by deopt selfgen", path.display(), n + 1))
+            serde_json::from_str(l).map_err(|e| {
+                anyhow!("{}:{}: {e}: expected a line written by deopt selfgen", path.display(), n + 1)
+            })
         })
         .collect()
 }
@@ -345,7 +346,8 @@ pub fn load_settings(dir: &Path) -> Result<Settings> {
         bail!("{}: no {SETTINGS}: expected a directory written by deopt selfgen", dir.display());
     }
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}: expected deopt selfgen's settings", path.display()))
+    serde_json::from_str(&text)
+        .map_err(|e| anyhow!("{}: {e}: expected deopt selfgen's settings", path.display()))
 }
 
 /// Resolve the countries of `--countries`, refusing any without a culture name (P1 needs one).
@@ -495,23 +497,29 @@ fn generate(
                     break;
                 }
                 let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed_of(spec.seed, ti, index, 1));
-                let gen: Vec<&&GenRecord> =
-                    pool.choose_multiple(&mut rng, pool.len().min(prompt::N_EXAMPLES - prompt::N_REAL)).collect();
-                let real: Vec<&&Item> =
-                    items.choose_multiple(&mut rng, items.len().min(prompt::N_EXAMPLES - gen.len())).collect();
-                let mut examples: Vec<prompt::Example> = real.iter().map(|i| prompt::Example::of_item(i)).collect();
+                let gen: Vec<&&GenRecord> = pool
+                    .choose_multiple(&mut rng, pool.len().min(prompt::N_EXAMPLES - prompt::N_REAL))
+                    .collect();
+                let real: Vec<&&Item> = items
+                    .choose_multiple(&mut rng, items.len().min(prompt::N_EXAMPLES - gen.len()))
+                    .collect();
+                let mut examples: Vec<prompt::Example> =
+                    real.iter().map(|i| prompt::Example::of_item(i)).collect();
                 let mut ids: Vec<String> = real.iter().map(|i| i.id.clone()).collect();
                 let mut texts: Vec<String> = real.iter().map(|i| i.text.clone()).collect();
                 for g in &gen {
                     let p = g.parsed.as_ref().expect("accepted records are parsed");
-                    examples.push(prompt::Example { question: p.question.clone(), options: p.options.clone() });
+                    examples
+                        .push(prompt::Example { question: p.question.clone(), options: p.options.clone() });
                     ids.push(g.id.clone().expect("accepted"));
                     texts.push(p.question.clone());
                 }
                 let user = prompt::user_message(topic, &examples);
                 let text = prompt::conversation(model, chat, &user)?;
-                requests
-                    .push(Request { tokens: prompt::tokens(model, &text)?, seed: seed_of(spec.seed, ti, index, 2) });
+                requests.push(Request {
+                    tokens: prompt::tokens(model, &text)?,
+                    seed: seed_of(spec.seed, ti, index, 2),
+                });
                 meta.push((ti, index, ids, texts));
             }
         }
@@ -583,7 +591,9 @@ fn generate(
             stats.sampled,
             stats.sampled as f64 / secs.max(1e-9)
         );
-        log.step((round + 1) as u64, &msg, || format!("selfgen round {}/{n_rounds}: {msg}, {secs:.0} s", round + 1));
+        log.step((round + 1) as u64, &msg, || {
+            format!("selfgen round {}/{n_rounds}: {msg}, {secs:.0} s", round + 1)
+        });
     }
     log.finish();
     Ok(records)
@@ -716,7 +726,11 @@ fn answer(
     let t0 = Instant::now();
     let unaware = answers_of(spec, &mut engine, model, &refs, unaware_system(SurveyKind::Wvs))?;
     log.step(1, "culture-unaware", || {
-        format!("selfgen answers: {} questions culture-unaware, {:.0} s", items.len(), t0.elapsed().as_secs_f64())
+        format!(
+            "selfgen answers: {} questions culture-unaware, {:.0} s",
+            items.len(),
+            t0.elapsed().as_secs_f64()
+        )
     });
     for (k, c) in todo.iter().enumerate() {
         let t = Instant::now();
@@ -725,11 +739,19 @@ fn answer(
         for ((q, u), a) in questions.iter().zip(&unaware).zip(aware) {
             let keep = shifted(u, &a, spec.min_shift);
             kept += usize::from(keep);
-            rows.push(AnswerRecord { id: q.id.clone(), country: c.iso3.clone(), unaware: u.clone(), aware: a, kept: keep });
+            rows.push(AnswerRecord {
+                id: q.id.clone(),
+                country: c.iso3.clone(),
+                unaware: u.clone(),
+                aware: a,
+                kept: keep,
+            });
         }
         write_jsonl(&path, &rows)?;
         let msg = format!("{}: {kept} of {} kept", c.iso3, questions.len());
-        log.step((k + 2) as u64, &msg, || format!("selfgen answers {msg}, {:.0} s", t.elapsed().as_secs_f64()));
+        log.step((k + 2) as u64, &msg, || {
+            format!("selfgen answers {msg}, {:.0} s", t.elapsed().as_secs_f64())
+        });
     }
     log.finish();
     Ok(rows)
@@ -768,7 +790,11 @@ fn summarise(
         let answered = mine.iter().filter(|a| a.unaware.answer.is_some() && a.aware.answer.is_some()).count();
         s.countries.insert(
             iso,
-            CountrySummary { answered, kept, share: if answered > 0 { kept as f64 / answered as f64 } else { 0.0 } },
+            CountrySummary {
+                answered,
+                kept,
+                share: if answered > 0 { kept as f64 / answered as f64 } else { 0.0 },
+            },
         );
     }
     s
@@ -778,7 +804,13 @@ fn report(s: &Summary, questions: &[Question], answers: &[AnswerRecord], seed: u
     use std::fmt::Write as _;
     let mut r = String::new();
     let _ = writeln!(r, "# Self-generated data\n");
-    let _ = writeln!(r, "Model {} (sha256 {}), seed {}.\n", s.model, &s.model_sha256[..12.min(s.model_sha256.len())], s.seed);
+    let _ = writeln!(
+        r,
+        "Model {} (sha256 {}), seed {}.\n",
+        s.model,
+        &s.model_sha256[..12.min(s.model_sha256.len())],
+        s.seed
+    );
     let _ = writeln!(
         r,
         "{} questions generated, {} read ({} as strict JSON), {} accepted.\n",
@@ -806,7 +838,8 @@ fn report(s: &Summary, questions: &[Question], answers: &[AnswerRecord], seed: u
     for a in shown {
         let Some(q) = questions.iter().find(|q| q.id == a.id) else { continue };
         let opt = |x: Option<i32>| {
-            x.and_then(|k| q.options.get((k - 1) as usize).map(|o| format!("{k}.{o}"))).unwrap_or_else(|| "-".into())
+            x.and_then(|k| q.options.get((k - 1) as usize).map(|o| format!("{k}.{o}")))
+                .unwrap_or_else(|| "-".into())
         };
         let _ = writeln!(
             r,
@@ -837,7 +870,12 @@ mod tests {
 
     #[test]
     fn selection_keeps_exactly_the_shifted_pairs() {
-        let a = |answer: i32, expected: f64| Answer { probs: None, answer: Some(answer), expected: Some(expected), text: None };
+        let a = |answer: i32, expected: f64| Answer {
+            probs: None,
+            answer: Some(answer),
+            expected: Some(expected),
+            text: None,
+        };
         assert!(shifted(&a(1, 1.4), &a(2, 1.6), None));
         assert!(!shifted(&a(2, 2.0), &a(2, 2.4), None));
         assert!(shifted(&a(2, 2.0), &a(2, 2.4), Some(0.3)));

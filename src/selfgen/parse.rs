@@ -199,9 +199,10 @@ fn split_options(s: &str) -> Vec<String> {
     if rest.starts_with("1.") || rest.starts_with("1)") {
         loop {
             let next = format!(" {}", k + 1);
-            let cut = rest.match_indices(&next).map(|(i, _)| i).find(|&i| {
-                rest[i + next.len()..].starts_with(['.', ')'])
-            });
+            let cut = rest
+                .match_indices(&next)
+                .map(|(i, _)| i)
+                .find(|&i| rest[i + next.len()..].starts_with(['.', ')']));
             match cut {
                 Some(i) => {
                     out.push(rest[..i].trim().to_string());
@@ -323,7 +324,14 @@ pub fn check(p: &Parsed, max_chars: usize) -> Result<Parsed, Reject> {
         .collect();
     let mut seen = std::collections::BTreeSet::new();
     for o in &options {
-        if o.is_empty() || o.contains('|') || o.chars().count() > max_chars || !seen.insert(o.to_lowercase()) {
+        // Brackets and braces in an option are JSON debris of a broken object, not an answer.
+        let debris = o.contains(['{', '}', '[', ']']);
+        if o.is_empty()
+            || o.contains('|')
+            || debris
+            || o.chars().count() > max_chars
+            || !seen.insert(o.to_lowercase())
+        {
             return Err(Reject::InconsistentOptions);
         }
     }
@@ -360,19 +368,32 @@ mod tests {
     #[test]
     fn strict_json_and_the_templates_slip() {
         let p = parse("{\"Question\": \"Do you trust banks?\", \"Options\": [\"Yes\", \"No\"]}").unwrap();
-        assert_eq!((p.question.as_str(), opts(&p), p.via.as_str()), ("Do you trust banks?", vec!["Yes", "No"], "json"));
+        assert_eq!(
+            (p.question.as_str(), opts(&p), p.via.as_str()),
+            ("Do you trust banks?", vec!["Yes", "No"], "json")
+        );
         // The template's example writes the key as "Question:" with no colon after it.
-        let p = parse("```json\n{\"Question:\" \"Is hard work rewarded?\", \"Options\": [\"Always\", \"Never\"]}\n```").unwrap();
-        assert_eq!((p.question.as_str(), opts(&p), p.via.as_str()), ("Is hard work rewarded?", vec!["Always", "Never"], "tolerant"));
+        let p = parse(
+            "```json\n{\"Question:\" \"Is hard work rewarded?\", \"Options\": [\"Always\", \"Never\"]}\n```",
+        )
+        .unwrap();
+        assert_eq!(
+            (p.question.as_str(), opts(&p), p.via.as_str()),
+            ("Is hard work rewarded?", vec!["Always", "Never"], "tolerant")
+        );
         let p = parse("{\"Question:\": \"X?\", \"Options\": \"1. Yes 2. No 3. Maybe\"}").unwrap();
         assert_eq!(opts(&p), vec!["1. Yes", "2. No", "3. Maybe"]);
     }
 
     #[test]
     fn python_lists_and_plain_form() {
-        let p = parse("{\"Question\": \"Should women work?\", \"Options\": ['Agree', \"Don't know\", 'Disagree']}").unwrap();
+        let p = parse(
+            "{\"Question\": \"Should women work?\", \"Options\": ['Agree', \"Don't know\", 'Disagree']}",
+        )
+        .unwrap();
         assert_eq!(opts(&p), vec!["Agree", "Don't know", "Disagree"]);
-        let p = parse("Question: How often do you pray?\nOptions:\n1. Daily\n2. Weekly\n3. Never\n\nThanks").unwrap();
+        let p = parse("Question: How often do you pray?\nOptions:\n1. Daily\n2. Weekly\n3. Never\n\nThanks")
+            .unwrap();
         assert_eq!(p.question, "How often do you pray?");
         assert_eq!(opts(&p), vec!["1. Daily", "2. Weekly", "3. Never"]);
         assert!(parse("I am sorry, I cannot help with that.").is_none());
@@ -380,7 +401,8 @@ mod tests {
         let cut = parse("{\"Question\": \"Unfinished?\", \"Options\": [\"A\", ").unwrap();
         assert!(check(&cut, 300).is_err());
         // Options straight after the question, without a key (seen from Gemma 3 270M).
-        let p = parse("{\"Question\": \"Do you consider obedience important?\": [\"Yes\", \"No\"]},").unwrap();
+        let p =
+            parse("{\"Question\": \"Do you consider obedience important?\": [\"Yes\", \"No\"]},").unwrap();
         assert_eq!(opts(&p), vec!["Yes", "No"]);
         let p = parse("{\"Question\": \"Which point of view?\": \"1\", \"2\", \"3\"}").unwrap();
         assert_eq!(opts(&p), vec!["1", "2", "3"]);
@@ -388,20 +410,28 @@ mod tests {
 
     #[test]
     fn checks() {
-        let p = |q: &str, o: &[&str]| Parsed { question: q.into(), options: o.iter().map(|s| s.to_string()).collect(), via: "json".into() };
+        let p = |q: &str, o: &[&str]| Parsed {
+            question: q.into(),
+            options: o.iter().map(|s| s.to_string()).collect(),
+            via: "json".into(),
+        };
         assert_eq!(check(&p("Q?", &["Yes"]), 300), Err(Reject::OptionCount));
         assert_eq!(check(&p("Q?", &["a"; 11]), 300), Err(Reject::OptionCount));
         assert_eq!(check(&p(&"long ".repeat(100), &["a", "b"]), 300), Err(Reject::TooLong));
         assert_eq!(check(&p("Q?", &["1. Yes", "No"]), 300), Err(Reject::InconsistentOptions));
         assert_eq!(check(&p("Q?", &["Yes", "yes"]), 300), Err(Reject::InconsistentOptions));
         assert_eq!(check(&p("Q?", &["Yes", ""]), 300), Err(Reject::InconsistentOptions));
+        assert_eq!(check(&p("Q?", &["[1, \"2\"}", "No"]), 300), Err(Reject::InconsistentOptions));
         let ok = check(&p("  Do   you agree? ", &["1. Agree", "2) Disagree"]), 300).unwrap();
         assert_eq!(ok.question, "Do you agree?");
         assert_eq!(ok.options, vec!["Agree", "Disagree"]);
         // Numbers that are content, not numbering, stay.
         let ok = check(&p("Hours?", &["10 hours", "20 hours"]), 300).unwrap();
         assert_eq!(ok.options, vec!["10 hours", "20 hours"]);
-        assert!(similarity("How important is family in your life?", "How important is family in your life") >= NEAR_COPY);
+        assert!(
+            similarity("How important is family in your life?", "How important is family in your life")
+                >= NEAR_COPY
+        );
         assert!(similarity("How important is family?", "Do you trust your neighbours?") < NEAR_COPY);
     }
 

@@ -58,7 +58,9 @@ pub fn user_message(topic: &str, examples: &[Example]) -> String {
     let shown: Vec<String> = examples
         .iter()
         .enumerate()
-        .map(|(k, e)| format!("#Example {}:\nQuestion: {}\nOptions: {}\n", k + 1, e.question, py_list(&e.options)))
+        .map(|(k, e)| {
+            format!("#Example {}:\nQuestion: {}\nOptions: {}\n", k + 1, e.question, py_list(&e.options))
+        })
         .collect();
     format!(
         "Please come up with one new survey question.\nMake sure your question addresses the topic of {topic}.\nFor reference, here are some example questions:\n{}\nNote that your question should be clearly different from the example questions provided and must pertain to the topic of {topic}.\nPlease return your question in JSON format, for example:{{\"Question:\" ..., \"Options\": [..., ..., ...]}}.\nReturn the JSON data only and do not include any additional text or information.\n",
@@ -128,8 +130,11 @@ mod tests {
         let start = doc.find("task_prompt_topic = \"\"\"").expect("quoted template") + 23;
         let end = start + doc[start..].find("\"\"\"").expect("end of template");
         // The quote is an indented Markdown block.
-        let template: String =
-            doc[start..end].split('\n').map(|l| l.strip_prefix("    ").unwrap_or(l)).collect::<Vec<_>>().join("\n");
+        let template: String = doc[start..end]
+            .split('\n')
+            .map(|l| l.strip_prefix("    ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
         let ex = |k: usize, q: &str, o: &str| format!("#Example {k}:\nQuestion: {q}\nOptions: {o}\n");
         let shown = [ex(1, "Q one?", "['A', 'B']"), ex(2, "Q two?", "['C', 'D', 'E']")].join("\n");
         let expected = template

@@ -17,8 +17,22 @@ const FILES: [&str; 6] =
 
 fn args(out: &Path) -> Vec<String> {
     [
-        "selfgen", "--countries", "USA,CHN", "--per-topic", "2", "--per-round", "1", "--seed", "1",
-        "--max-tokens", "96", "--min-shift", "0.02", "--threads", "2", "--out",
+        "selfgen",
+        "--countries",
+        "USA,CHN",
+        "--per-topic",
+        "2",
+        "--per-round",
+        "1",
+        "--seed",
+        "1",
+        "--max-tokens",
+        "96",
+        "--min-shift",
+        "0.02",
+        "--threads",
+        "2",
+        "--out",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -181,10 +195,15 @@ fn bad_selfgen_input_is_one_line() {
     s["model_sha256"] = serde_json::json!("0".repeat(64));
     std::fs::write(other.join("selfgen.json"), serde_json::to_vec(&s).unwrap()).unwrap();
     let o = other.to_str().unwrap();
-    fails_with(&["run", "--objective", "selfgen", "--data", o, "--country", "USA"], "belongs to the model that wrote it");
+    fails_with(
+        &["run", "--objective", "selfgen", "--data", o, "--country", "USA"],
+        "belongs to the model that wrote it",
+    );
     // Nothing kept for the country (data of the right model again).
     std::fs::copy(data.join("selfgen.json"), other.join("selfgen.json")).unwrap();
-    let answers = std::fs::read_to_string(data.join("answers.jsonl")).unwrap().replace("\"kept\":true", "\"kept\":false");
+    let answers = std::fs::read_to_string(data.join("answers.jsonl"))
+        .unwrap()
+        .replace("\"kept\":true", "\"kept\":false");
     std::fs::write(other.join("answers.jsonl"), answers).unwrap();
     fails_with(&["tune", "--objective", "selfgen", "--data", o, "--country", "USA"], "nothing kept for USA");
     fails_with(&["run", "--objective", "selfgen", "--data", o, "--country", "DEU"], "no answers for DEU");
