@@ -20,6 +20,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod compare;
 pub mod data;
 pub mod engine;
 pub mod fsutil;

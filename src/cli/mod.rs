@@ -9,6 +9,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 pub mod bench;
+pub mod compare;
 pub mod countries;
 pub mod eval;
 pub mod export;
@@ -50,6 +51,9 @@ pub enum Command {
     Report(report::ReportArgs),
     /// Run a grid of mutation x recombination settings, repeated; merge shard directories
     Sweep(sweep::SweepArgs),
+    /// Compare every method (text prompts, DE, SHADE, BBT, gradient tuning, self-generated
+    /// data) on the same budget: compare.csv, table.md with p-values and findings, charts
+    Compare(compare::CompareArgs),
     /// Export a run's best soft prompt (deopt safetensors, PEFT adapter, or .npy)
     Export(export::ExportArgs),
     /// Generate an open-ended answer with a soft prompt (--compare: also without)
@@ -175,6 +179,7 @@ pub fn run(cli: Cli, given: &[String]) -> anyhow::Result<()> {
         Command::Tune(args) => tune::run(args, given),
         Command::Report(args) => report::run(args),
         Command::Sweep(args) => sweep::run(args),
+        Command::Compare(args) => compare::run(args),
         Command::Export(args) => export::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Selfgen(args) => selfgen::run(args),

@@ -249,9 +249,16 @@ fn draw_bars<DB: DrawingBackend>(
     y_desc: &str,
     categories: &[String],
     groups: &[(String, Vec<Option<f64>>)],
+    errors: &[Vec<Option<f64>>],
 ) -> Result<()> {
     root.fill(&WHITE).map_err(de)?;
-    let vals = groups.iter().flat_map(|g| g.1.iter().flatten().copied()).chain([0.0]);
+    let err = |g: usize, i: usize| {
+        errors.get(g).and_then(|e| e.get(i).copied().flatten()).filter(|e| e.is_finite())
+    };
+    let tops = groups.iter().enumerate().flat_map(|(g, (_, vs))| {
+        vs.iter().enumerate().filter_map(move |(i, v)| v.map(|v| v + err(g, i).unwrap_or(0.0).abs()))
+    });
+    let vals = groups.iter().flat_map(|g| g.1.iter().flatten().copied()).chain(tops).chain([0.0]);
     let yr = headroom(padded(vals), groups.len());
     let yr_start = yr.start;
     let mut chart = ChartBuilder::on(root)
@@ -292,6 +299,18 @@ fn draw_bars<DB: DrawingBackend>(
             .map_err(de)?
             .label(name)
             .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], c.filled()));
+        // Error bars: a vertical line of +-e with caps, centred on the bar.
+        let whiskers = values.iter().enumerate().filter_map(|(i, v)| {
+            let (v, e) = ((*v)?, err(g, i)?);
+            let xc = i as f64 + 0.1 + g as f64 * width + width * 0.46;
+            let cap = width * 0.25;
+            Some(vec![
+                PathElement::new(vec![(xc, v - e), (xc, v + e)], BLACK.stroke_width(1)),
+                PathElement::new(vec![(xc - cap, v - e), (xc + cap, v - e)], BLACK.stroke_width(1)),
+                PathElement::new(vec![(xc - cap, v + e), (xc + cap, v + e)], BLACK.stroke_width(1)),
+            ])
+        });
+        chart.draw_series(whiskers.flatten()).map_err(de)?;
     }
     chart
         .draw_series(std::iter::once(PathElement::new(
@@ -322,8 +341,27 @@ pub fn bar_chart(
     categories: &[String],
     groups: &[(String, Vec<Option<f64>>)],
 ) -> Result<Vec<PathBuf>> {
+    bar_chart_with_errors(stem, title, x_desc, y_desc, categories, groups, &[])
+}
+
+/// Grouped bars with error bars: `errors[g][i]` is the half-length of bar `i` of group `g`
+/// (missing or empty: none).
+///
+/// # Errors
+/// Drawing or I/O failure.
+pub fn bar_chart_with_errors(
+    stem: &Path,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    categories: &[String],
+    groups: &[(String, Vec<Option<f64>>)],
+    errors: &[Vec<Option<f64>>],
+) -> Result<Vec<PathBuf>> {
     let width = (240 + 24 * categories.len() as u32 * groups.len().max(1) as u32).clamp(900, 1600);
-    png_and_svg!(stem, (width, 600), |root| draw_bars(root, title, x_desc, y_desc, categories, groups))
+    png_and_svg!(stem, (width, 600), |root| draw_bars(
+        root, title, x_desc, y_desc, categories, groups, errors
+    ))
 }
 
 /// Colour of a heatmap cell: `t` in [0, 1] from dark blue (low, good) to light yellow.

@@ -5,6 +5,7 @@
 mod common;
 
 mod bad_input;
+mod compare;
 mod engine;
 mod eval;
 mod export;
