@@ -896,7 +896,7 @@ mod tests {
             model_sha256: "x".into(),
             seed: 1,
         };
-        let text = survey_csv(&[q.clone()]).unwrap();
+        let text = survey_csv(std::slice::from_ref(&q)).unwrap();
         let s = Survey::parse("survey.csv", &text).unwrap();
         assert_eq!(s.items[0], q.item());
     }
