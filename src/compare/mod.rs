@@ -768,26 +768,11 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<(CompareSettings, Vec<Row>,
         for job in plan(&s) {
             let (src, dst) = (d.join(RUNS).join(job.name()), out.join(RUNS).join(job.name()));
             if src.join(ROW_JSON).is_file() && !dst.join(ROW_JSON).is_file() {
-                copy_dir(&src, &dst)?;
+                // row.json last: a copy cut short is not a finished job.
+                grid::copy_files_last(&src, &dst, ROW_JSON)?;
             }
         }
     }
     let (rows, files) = write_outputs(out, &s)?;
     Ok((s, rows, files))
-}
-
-/// Copy a job directory's files, row.json last (a copy cut short is not a finished job).
-fn copy_dir(src: &Path, dst: &Path) -> Result<()> {
-    std::fs::create_dir_all(dst).with_context(|| format!("{}: cannot create", dst.display()))?;
-    let mut files: Vec<PathBuf> = std::fs::read_dir(src)
-        .with_context(|| format!("{}: cannot read", src.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort_by_key(|p| p.file_name().is_some_and(|n| n == ROW_JSON));
-    for p in files {
-        let to = dst.join(p.file_name().expect("a file name"));
-        std::fs::copy(&p, &to).with_context(|| format!("copying {} to {}", p.display(), to.display()))?;
-    }
-    Ok(())
 }

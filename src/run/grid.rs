@@ -631,13 +631,22 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<(SweepSettings, Vec<GridRes
 /// Copy the files of a run directory (it has no subdirectories); checkpoint.json last, so a
 /// copy cut short is not taken for a finished run.
 fn copy_flat(src: &Path, dst: &Path) -> Result<()> {
+    copy_files_last(src, dst, directory::CHECKPOINT)
+}
+
+/// Copy the plain files of `src` into `dst`, the file named `last` last: the one whose
+/// presence marks the copy as complete.
+///
+/// # Errors
+/// I/O failure, naming the path.
+pub fn copy_files_last(src: &Path, dst: &Path, last: &str) -> Result<()> {
     std::fs::create_dir_all(dst).with_context(|| format!("{}: cannot create directory", dst.display()))?;
     let mut entries: Vec<PathBuf> = std::fs::read_dir(src)
         .with_context(|| format!("{}: cannot read", src.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file())
         .collect();
-    entries.sort_by_key(|p| p.file_name().is_some_and(|n| n == directory::CHECKPOINT));
+    entries.sort_by_key(|p| p.file_name().is_some_and(|n| n == last));
     for p in entries {
         let to = dst.join(p.file_name().expect("a file name"));
         std::fs::copy(&p, &to).with_context(|| format!("copying {} to {}", p.display(), to.display()))?;
