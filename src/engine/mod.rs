@@ -34,6 +34,10 @@ use crate::prompt::render::{self, Layout};
 use crate::prompt::softprompt::SoftPrompt;
 use crate::score::item_score::ItemScore;
 
+/// Most KV cells of one piece of a plan too large for the context: short pieces keep each
+/// micro-batch's attention span short (CultureSPA's P3 on WVS-7 needs 72,305 cells whole).
+const PIECE_CELLS: usize = 4096;
+
 /// Engine settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct EngineConfig {
@@ -358,6 +362,8 @@ pub struct Engine<'m> {
     held_head: Option<Vec<Token>>,
     /// By (plan, rows, generation, copies).
     schedules: HashMap<(u64, usize, bool, usize), Schedule>,
+    /// Plans too large for the context, cut into pieces: by (plan, rows).
+    pieces: HashMap<(u64, usize), Vec<Plan>>,
     stats: EngineStats,
 }
 
@@ -380,6 +386,7 @@ impl<'m> Engine<'m> {
             ctx_cells: 0,
             held_head: None,
             schedules: HashMap::new(),
+            pieces: HashMap::new(),
             stats: EngineStats::default(),
         })
     }
@@ -426,6 +433,34 @@ impl<'m> Engine<'m> {
         let s = self.schedule(plan, rows, false);
         let fit = if limit == 0 { usize::MAX } else { limit.saturating_sub(s.head.len()) / s.cells.max(1) };
         self.config.prompt_group.min(fit).max(1)
+    }
+
+    /// A plan whose trie does not fit the context limit, cut into runs of consecutive items
+    /// of at most [`PIECE_CELLS`] cells each (a piece's trie is at most the sum of its items'
+    /// own); None when the plan fits, which is then scored whole as before. Fixed by the plan
+    /// and the settings, so the pieces (hence the answers) are reproducible.
+    fn pieces(&mut self, plan: &Plan, rows: usize) -> Option<Vec<Plan>> {
+        let limit = self.config.max_ctx.unwrap_or(self.model.n_ctx_train());
+        if limit == 0 || plan.items.len() < 2 || self.cells_needed(plan, rows) <= limit {
+            return None;
+        }
+        if let Some(p) = self.pieces.get(&(plan.id, rows)) {
+            return Some(p.clone());
+        }
+        let target = limit.min(PIECE_CELLS);
+        let (mut out, mut start, mut used) = (Vec::new(), 0, 0);
+        for i in 0..plan.items.len() {
+            let one = Schedule::build(&Plan::subset(plan, i..i + 1), rows, false);
+            let cells = one.head.len() + one.cells;
+            if i > start && used + cells > target {
+                out.push(Plan::subset(plan, start..i));
+                (start, used) = (i, 0);
+            }
+            used += cells;
+        }
+        out.push(Plan::subset(plan, start..plan.items.len()));
+        self.pieces.insert((plan.id, rows), out.clone());
+        Some(out)
     }
 
     fn schedule(&mut self, plan: &Plan, rows: usize, gen: bool) -> &Schedule {
@@ -476,6 +511,17 @@ impl<'m> Engine<'m> {
                 by_rows.push(p.rows());
             }
         }
+        // A plan larger than the context is scored piece by piece (each piece as a plan).
+        let longest = prompts.iter().map(|p| p.rows()).max().unwrap_or(0);
+        if let Some(pieces) = self.pieces(plan, longest) {
+            let mut out = vec![Vec::with_capacity(plan.items.len()); prompts.len()];
+            for piece in &pieces {
+                for (o, sc) in out.iter_mut().zip(self.score(piece, prompts)?) {
+                    o.extend(sc);
+                }
+            }
+            return Ok(out);
+        }
         // Schedules are cached per (plan, rows); drop them all if the cache grows.
         if self.schedules.len() > 16 {
             self.schedules.clear();
@@ -518,8 +564,8 @@ impl<'m> Engine<'m> {
                     "the model was trained on"
                 };
                 bail!(
-                    "the layout needs {need} tokens of context per prompt but {by} {limit}; \
-                     score fewer items at once or shorten the soft prompt"
+                    "the layout needs {need} tokens of context but {by} {limit}; \
+                     shorten the soft prompt or the prompt text"
                 );
             }
             let params = ContextParams {

@@ -149,6 +149,34 @@ fn shared_prefix_scoring_equals_unshared() {
 }
 
 #[test]
+fn plan_larger_than_the_context_is_scored_in_pieces() {
+    let _g = serial();
+    let m = model();
+    let survey = vsm();
+    let items: Vec<_> = survey.items.iter().collect();
+    let plan = Plan::new(m, &items, &Layout::default()).unwrap();
+    let p = prompt(m, 6, 5);
+    let mut whole = Engine::new(m, EngineConfig::default()).unwrap();
+    let want = whole.score(&plan, &[&p]).unwrap().remove(0);
+    // Room for a third of the plan: it is cut into runs of items that fit, same answers.
+    let third = whole.cells_needed(&plan, 6) / 3;
+    let cfg = EngineConfig { max_ctx: Some(third), ..EngineConfig::default() };
+    let mut cut = Engine::new(m, cfg.clone()).unwrap();
+    let got = cut.score(&plan, &[&p]).unwrap().remove(0);
+    assert_eq!(got.len(), want.len());
+    assert_proper(&got);
+    assert!(max_diff(&got, &want) < 2e-3, "pieces vs whole plan differ by {}", max_diff(&got, &want));
+    assert!(cut.stats().decode_calls > whole.stats().decode_calls, "the plan was not cut");
+    // The same pieces again: bit for bit.
+    assert_eq!(Engine::new(m, cfg).unwrap().score(&plan, &[&p]).unwrap().remove(0), got);
+    // One item that does not fit on its own is an error that says what to shorten.
+    let one = Plan::new(m, &items[..1], &Layout::default()).unwrap();
+    let tiny = EngineConfig { max_ctx: Some(8), ..EngineConfig::default() };
+    let err = Engine::new(m, tiny).unwrap().score(&one, &[&p]).unwrap_err().to_string();
+    assert!(err.contains("tokens of context") && err.contains("shorten"), "{err}");
+}
+
+#[test]
 fn zero_length_prompt_equals_no_prompt_and_rows_equal_tokens() {
     let _g = serial();
     let m = model();
