@@ -42,8 +42,9 @@ fn de<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing a chart: {e:?}")
 }
 
-/// Colours of successive series (colour-blind-safe Okabe-Ito palette).
-const PALETTE: [RGBColor; 8] = [
+/// Colours of successive series: the colour-blind-safe Okabe-Ito palette, then six of Paul
+/// Tol's muted and dark colours, so a comparison's 13 methods get 13 colours.
+const PALETTE: [RGBColor; 14] = [
     RGBColor(0, 114, 178),
     RGBColor(213, 94, 0),
     RGBColor(0, 158, 115),
@@ -52,7 +53,16 @@ const PALETTE: [RGBColor; 8] = [
     RGBColor(86, 180, 233),
     RGBColor(0, 0, 0),
     RGBColor(240, 228, 66),
+    RGBColor(136, 34, 85),
+    RGBColor(51, 34, 136),
+    RGBColor(17, 119, 51),
+    RGBColor(153, 153, 51),
+    RGBColor(140, 140, 140),
+    RGBColor(204, 102, 119),
 ];
+
+/// Series beyond which a bar chart's legend goes in a panel beside the plot, not over it.
+const LEGEND_INSIDE_MAX: usize = 8;
 
 fn colour(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
@@ -252,6 +262,26 @@ fn draw_bars<DB: DrawingBackend>(
     errors: &[Vec<Option<f64>>],
 ) -> Result<()> {
     root.fill(&WHITE).map_err(de)?;
+    // Many series: the legend gets its own panel on the right (drawn by hand: plotters'
+    // series labels stay inside the plot, where a long legend hides the bars).
+    let outside = groups.len() > LEGEND_INSIDE_MAX;
+    let (root, panel) = if outside {
+        let (w, _) = root.dim_in_pixel();
+        let (a, b) = root.split_horizontally(w.saturating_sub(170));
+        (a, Some(b))
+    } else {
+        (root.clone(), None)
+    };
+    let root = &root;
+    if let Some(panel) = &panel {
+        for (g, (name, _)) in groups.iter().enumerate() {
+            let y = 70 + 22 * g as i32;
+            let c = colour(g);
+            panel.draw(&Rectangle::new([(6, y - 7), (20, y + 7)], c.filled())).map_err(de)?;
+            let style = TextStyle::from((FAMILY, 15).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+            panel.draw(&Text::new(name.clone(), (28, y), style)).map_err(de)?;
+        }
+    }
     let err = |g: usize, i: usize| {
         errors.get(g).and_then(|e| e.get(i).copied().flatten()).filter(|e| e.is_finite())
     };
@@ -259,7 +289,7 @@ fn draw_bars<DB: DrawingBackend>(
         vs.iter().enumerate().filter_map(move |(i, v)| v.map(|v| v + err(g, i).unwrap_or(0.0).abs()))
     });
     let vals = groups.iter().flat_map(|g| g.1.iter().flatten().copied()).chain(tops).chain([0.0]);
-    let yr = headroom(padded(vals), groups.len());
+    let yr = headroom(padded(vals), if outside { 0 } else { groups.len() });
     let yr_start = yr.start;
     let mut chart = ChartBuilder::on(root)
         .caption(title, (FAMILY, 24))
@@ -318,14 +348,16 @@ fn draw_bars<DB: DrawingBackend>(
             BLACK.stroke_width(1),
         )))
         .map_err(de)?;
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font((FAMILY, 15))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(de)?;
+    if !outside {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font((FAMILY, 15))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(de)?;
+    }
     Ok(())
 }
 
