@@ -440,12 +440,13 @@ impl<'m> Engine<'m> {
     /// own); None when the plan fits, which is then scored whole as before. Fixed by the plan
     /// and the settings, so the pieces (hence the answers) are reproducible.
     fn pieces(&mut self, plan: &Plan, rows: usize) -> Option<Vec<Plan>> {
+        // Looked up first: the whole plan's schedule may have left the schedule cache.
+        if let Some(p) = self.pieces.get(&(plan.id, rows)) {
+            return Some(p.clone());
+        }
         let limit = self.config.max_ctx.unwrap_or(self.model.n_ctx_train());
         if limit == 0 || plan.items.len() < 2 || self.cells_needed(plan, rows) <= limit {
             return None;
-        }
-        if let Some(p) = self.pieces.get(&(plan.id, rows)) {
-            return Some(p.clone());
         }
         let target = limit.min(PIECE_CELLS);
         let (mut out, mut start, mut used) = (Vec::new(), 0, 0);
