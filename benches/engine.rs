@@ -11,7 +11,15 @@ fn main() -> anyhow::Result<()> {
     let spec = ModelSpec::default();
     let (resolved, model) = spec.load()?;
     let survey = Survey::builtin(SurveyKind::Vsm13)?;
-    let work = Workload { survey: &survey, prompts: 16, rows: 10, seed: 0, batch_prompts: 8, naive: true };
+    let work = Workload {
+        survey: &survey,
+        prompts: 16,
+        rows: 10,
+        seed: 0,
+        batch_prompts: 8,
+        naive: true,
+        repeats: 3,
+    };
     let b = engine_bench(&model, &resolved.display_name, &spec.engine_config(), &work, |m| eprintln!("{m}"))?;
     print!("{}", b.table());
     Ok(())

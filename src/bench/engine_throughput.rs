@@ -68,8 +68,17 @@ pub struct EngineBench {
     pub batched_evals_per_s: f64,
     /// Batched schedule: logical tokens per second.
     pub batched_effective_tokens_per_s: f64,
-    /// Exact time over batched time (above 1: batched is faster).
+    /// Exact time over batched time (above 1: batched is faster): the median over the pairs of
+    /// runs (an exact run and the batched run next to it).
     pub ratio_exact_over_batched: f64,
+    /// Pairs of exact and batched runs, in ABBA order (the times above are medians).
+    pub repeats: usize,
+    /// Seconds of each exact run, in order.
+    pub exact_seconds_runs: Vec<f64>,
+    /// Seconds of each batched run, in order (run k next to exact run k).
+    pub batched_seconds_runs: Vec<f64>,
+    /// Exact over batched time of each pair of runs: the spread of the ratio.
+    pub ratio_runs: Vec<f64>,
     /// Largest difference between exact and batched option probabilities (the drift).
     pub batched_max_prob_diff: f64,
     /// Largest difference between exact and batched expected answers (on the 1..5 scale etc.).
@@ -117,9 +126,17 @@ impl EngineBench {
             s += &format!("max |p_naive - p_engine|:        {d:.2e}\n");
         }
         s += &format!(
-            "evaluations/s: exact {:.3}, batched {:.3}; exact time / batched time: {:.2}x\n",
+            "evaluations/s: exact {:.3}, batched {:.3}; exact time / batched time (median pair): {:.2}x\n",
             b.exact_evals_per_s, b.batched_evals_per_s, b.ratio_exact_over_batched
         );
+        if b.repeats > 1 {
+            let lo = b.ratio_runs.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = b.ratio_runs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            s += &format!(
+                "{} pairs of runs (ABBA), medians; exact time / batched time per pair: {lo:.2}x to {hi:.2}x\n",
+                b.repeats
+            );
+        }
         s += &format!(
             "batched drift: max |p_exact - p_batched| {:.2e}, max |E_exact - E_batched| {:.2e}\n",
             b.batched_max_prob_diff, b.batched_max_expected_diff
@@ -146,6 +163,9 @@ pub struct Workload<'a> {
     pub batch_prompts: usize,
     /// Whether to run the naive baseline (slow on large models).
     pub naive: bool,
+    /// Exact and batched runs alternate this many times; the medians are reported (a single
+    /// run of either varies by several percent on a shared machine).
+    pub repeats: usize,
 }
 
 /// Run the benchmark.
@@ -237,14 +257,37 @@ pub fn engine_bench(
     let naive_seconds = t.elapsed().as_secs_f64();
     drop(ctx);
 
-    progress("engine scoring, exact schedule (one prompt per decode group)");
-    let mut engine = Engine::new(model, EngineConfig { prompt_group: 1, ..config.clone() })?;
+    // Exact and batched alternate, each on a fresh engine, so slow phases of a shared machine
+    // hit both; the answers of every repeat are the same (checked), the times are medians.
+    anyhow::ensure!(work.repeats >= 1, "--repeat 0: expected at least 1");
     let refs: Vec<&SoftPrompt> = soft.iter().collect();
-    let t = Instant::now();
-    let scores: Vec<Vec<ItemScore>> = engine.score(&plan, &refs)?;
-    let engine_seconds = t.elapsed().as_secs_f64();
-    let st = engine.stats();
-    drop(engine);
+    let mut runs: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut results: [Option<(Vec<Vec<ItemScore>>, crate::engine::EngineStats)>; 2] = [None, None];
+    for r in 0..work.repeats {
+        // ABBA order: a machine that slows down (or speeds up) during the run favours neither.
+        let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+        for k in order {
+            let group = if k == 0 { 1 } else { work.batch_prompts };
+            let what = if k == 0 { "exact schedule" } else { "batched schedule" };
+            progress(&format!("engine scoring, {what} (run {} of {})", r + 1, work.repeats));
+            let mut engine = Engine::new(model, EngineConfig { prompt_group: group, ..config.clone() })?;
+            let t = Instant::now();
+            let sc: Vec<Vec<ItemScore>> = engine.score(&plan, &refs)?;
+            runs[k].push(t.elapsed().as_secs_f64());
+            match &results[k] {
+                Some((first, _)) => anyhow::ensure!(
+                    *first == sc,
+                    "the {what} gave different answers on run {} than on run 1",
+                    r + 1
+                ),
+                None => results[k] = Some((sc, engine.stats())),
+            }
+        }
+    }
+    let [Some((scores, st)), Some((bscores, bst))] = results else { unreachable!("at least one run") };
+    let engine_seconds = median(&runs[0]);
+    let batched_seconds = median(&runs[1]);
+    let ratio_runs: Vec<f64> = runs[0].iter().zip(&runs[1]).map(|(e, b)| e / b).collect();
     let mut max_diff: f64 = 0.0;
     for (a, b) in scores.iter().zip(&naive_scores) {
         for (x, y) in a.iter().zip(b) {
@@ -255,13 +298,6 @@ pub fn engine_bench(
     }
     let eff = st.logical as f64 / engine_seconds;
 
-    progress("engine scoring, batched schedule (several prompts per decode call)");
-    let mut batched =
-        Engine::new(model, EngineConfig { prompt_group: work.batch_prompts, ..config.clone() })?;
-    let t = Instant::now();
-    let bscores: Vec<Vec<ItemScore>> = batched.score(&plan, &refs)?;
-    let batched_seconds = t.elapsed().as_secs_f64();
-    let bst = batched.stats();
     let (mut drift_p, mut drift_e) = (0f64, 0f64);
     for (a, b) in scores.iter().zip(&bscores) {
         for (x, y) in a.iter().zip(b) {
@@ -297,11 +333,26 @@ pub fn engine_bench(
         batched_decode_calls: bst.decode_calls,
         batched_evals_per_s: prompts as f64 / batched_seconds,
         batched_effective_tokens_per_s: bst.logical as f64 / batched_seconds,
-        ratio_exact_over_batched: engine_seconds / batched_seconds,
+        ratio_exact_over_batched: median(&ratio_runs),
+        repeats: work.repeats,
+        ratio_runs,
+        exact_seconds_runs: runs[0].clone(),
+        batched_seconds_runs: runs[1].clone(),
         batched_max_prob_diff: drift_p,
         batched_max_expected_diff: drift_e,
         peak_rss_mib: peak_rss_mib(),
     })
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 /// Peak resident set size of this process in MiB (Linux), if known.

@@ -29,6 +29,10 @@ pub struct BenchEngineArgs {
     /// Skip the naive baseline (every prompt x item from scratch; slow on large models)
     #[arg(long)]
     pub no_naive: bool,
+    /// Exact and batched runs alternate this many times and their median times are compared
+    /// (one run of either varies by several percent on a shared machine)
+    #[arg(long = "repeat", default_value_t = 3, value_name = "N")]
+    pub repeats: usize,
     /// Where to write the JSON results
     #[arg(long, value_name = "FILE", default_value = "results/bench-engine.json")]
     pub out: PathBuf,
@@ -57,6 +61,7 @@ pub fn engine(args: BenchEngineArgs) -> Result<()> {
         // where that is 1 (the CPU build's default).
         batch_prompts: if args.model.batch_prompts > 1 { args.model.batch_prompts } else { 8 },
         naive: !args.no_naive,
+        repeats: args.repeats,
     };
     let b = engine_bench(&model, &resolved.display_name, &config, &work, |m| bar.set_message(m.to_string()))?;
     bar.finish_and_clear();

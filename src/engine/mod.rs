@@ -352,6 +352,41 @@ impl Schedule {
     }
 }
 
+/// The next capped wave: ready nodes deepest first (then in ready order), each taken while the
+/// wave stays within `cap` units (a node larger than `cap` goes alone); the rest stay ready, in
+/// order. Deterministic, so a group's answers are reproducible.
+fn take_wave(ready: &mut VecDeque<(usize, SeqId)>, s: &Schedule, cap: usize) -> Vec<(usize, SeqId)> {
+    let mut order: Vec<usize> = (0..ready.len()).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(s.nodes[ready[i].0].start), i));
+    let mut take = vec![false; ready.len()];
+    let mut units = 0;
+    for i in order {
+        let n = s.nodes[ready[i].0].units.len();
+        if units > 0 && units + n > cap {
+            continue;
+        }
+        take[i] = true;
+        units += n;
+        if units >= cap {
+            break;
+        }
+    }
+    let mut wave = Vec::new();
+    let mut rest = VecDeque::new();
+    for (i, r) in ready.drain(..).enumerate() {
+        if take[i] {
+            wave.push(r);
+        } else {
+            rest.push_back(r);
+        }
+    }
+    *ready = rest;
+    // In trie order (copy by copy): neighbours in a decode call then share their ancestors'
+    // KV cells, so each attention tile of queries touches few tiles of keys.
+    wave.sort_unstable_by_key(|&(n, _)| n);
+    wave
+}
+
 /// Batched scoring of soft prompts on survey items, on one llama.cpp context.
 pub struct Engine<'m> {
     model: &'m Model,
@@ -539,7 +574,9 @@ impl<'m> Engine<'m> {
             let group = &prompts[at..end];
             let sched = self.schedule_group(plan, rows, group.len()).clone();
             self.ensure_context(&sched)?;
-            let (logp, _, _) = self.run_schedule(&sched, group, false)?;
+            // A group's waves are capped at one decode call (see `run_schedule`).
+            let cap = (group.len() > 1).then_some(self.config.batch);
+            let (logp, _, _) = self.run_schedule(&sched, group, false, cap)?;
             self.stats.pairs += (plan.items.len() * group.len()) as u64;
             let per = sched.slots.len() / group.len();
             let single = self.schedule(plan, rows, false);
@@ -605,12 +642,20 @@ impl<'m> Engine<'m> {
     /// Decode a prompt's trie. Returns log-probabilities per slot, the most probable next token
     /// per slot, and with `keep` the (sequence, next position) holding each slot's context,
     /// left alive for generation (the caller releases them).
+    ///
+    /// Without `cap` a wave is every ready node (the exact schedule). With `cap` a wave is the
+    /// deepest ready nodes up to `cap` units: paths finish, and free their KV cells, before new
+    /// branches open, so a group's live cells stay a few calls' worth instead of all its
+    /// prompts' tries at once. That matters because every decode call's attention scans all
+    /// cells up to the highest one in use (llama.cpp's CPU kernel converts the mask of each
+    /// query tile against every KV tile), and calls stay full.
     #[allow(clippy::type_complexity)]
     fn run_schedule(
         &mut self,
         s: &Schedule,
         prompts: &[&SoftPrompt],
         keep: bool,
+        cap: Option<usize>,
     ) -> Result<(Vec<HashMap<Token, f64>>, Vec<Token>, Vec<(SeqId, Pos)>)> {
         let ctx = self.ctx.as_mut().expect("context");
         let n_embd = self.model.n_embd_inp();
@@ -678,7 +723,10 @@ impl<'m> Engine<'m> {
                 bail!("engine scheduling stalled: no free KV sequence (raise seq_max)");
             }
             // One wave: every ready node, embedding runs first, then tokens, in calls of `batch` units.
-            let wave: Vec<(usize, SeqId)> = ready.drain(..).collect();
+            let wave: Vec<(usize, SeqId)> = match cap {
+                None => ready.drain(..).collect(),
+                Some(cap) => take_wave(&mut ready, s, cap),
+            };
             for soft in [true, false] {
                 let mut entries: Vec<(Unit, Pos, SeqId, Option<usize>, usize)> = Vec::new();
                 for &(n, seq) in wave.iter().filter(|(n, _)| (s.all_embd || s.nodes[*n].has_soft()) == soft) {
@@ -780,7 +828,7 @@ impl<'m> Engine<'m> {
             let sub = Plan::subset(plan, start..(start + chunk).min(plan.items.len()));
             let sched = self.schedule(&sub, prompt.rows(), true).clone();
             self.ensure_context(&sched)?;
-            let (_, first, kept) = self.run_schedule(&sched, &[prompt], true)?;
+            let (_, first, kept) = self.run_schedule(&sched, &[prompt], true, None)?;
             texts.extend(self.greedy(&first, &kept, max_tokens)?);
             self.stats.pairs += sub.items.len() as u64;
             self.schedules.remove(&(sub.id, prompt.rows(), true, 1));
