@@ -19,6 +19,7 @@ release=$target/release
 # The installed libraries (release/ holds only symlinks to them).
 lib=$(dirname "$(ls "$release"/build/llama-cpp-sys-2-*/out/lib/libggml-cuda.so.0.* | head -1)")
 mkdir -p "$bundle"
+bundle=$(cd "$bundle" && pwd)   # absolute: the tar below runs in the staging directory
 stage=$(mktemp -d)
 b=$stage/deopt-cuda-sm90
 mkdir -p "$b"
