@@ -15,8 +15,9 @@
 //! batch. The exact schedule (`prompt_group` 1, `--exact`) processes each prompt alone with
 //! the same schedule, so its answers are bit-identical whether it is scored alone or among
 //! others, in any order. The batched schedule puts the tries of `prompt_group` prompts side by
-//! side (each prompt's branches in their own KV sequences) so every wave of the decode fills
-//! the batch: fewer, fuller `llama_decode` calls, which is what keeps a GPU busy. A prompt's
+//! side (each prompt's branches in their own KV sequences) and streams them through decode
+//! calls that are each filled to the batch size: fewer, fuller `llama_decode` calls, which is
+//! what keeps a GPU busy, with only about two prompts' KV cells live at a time. A prompt's
 //! answers then move slightly with its company; README ("Exact and batched scoring") gives the
 //! measured drift.
 
@@ -352,12 +353,16 @@ impl Schedule {
     }
 }
 
-/// The next capped wave: ready nodes deepest first (then in ready order), each taken while the
-/// wave stays within `cap` units (a node larger than `cap` goes alone); the rest stay ready, in
-/// order. Deterministic, so a group's answers are reproducible.
+/// The next capped wave: ready nodes of the group's first prompts first, deepest first within
+/// a prompt (then in ready order), each taken while the wave stays within `cap` units (a node
+/// larger than `cap` goes alone); the rest stay ready, in order. Deterministic, so a group's
+/// answers are reproducible.
 fn take_wave(ready: &mut VecDeque<(usize, SeqId)>, s: &Schedule, cap: usize) -> Vec<(usize, SeqId)> {
     let mut order: Vec<usize> = (0..ready.len()).collect();
-    order.sort_by_key(|&i| (std::cmp::Reverse(s.nodes[ready[i].0].start), i));
+    order.sort_by_key(|&i| {
+        let node = &s.nodes[ready[i].0];
+        (node.copy, std::cmp::Reverse(node.start), i)
+    });
     let mut take = vec![false; ready.len()];
     let mut units = 0;
     for i in order {
@@ -643,12 +648,13 @@ impl<'m> Engine<'m> {
     /// per slot, and with `keep` the (sequence, next position) holding each slot's context,
     /// left alive for generation (the caller releases them).
     ///
-    /// Without `cap` a wave is every ready node (the exact schedule). With `cap` a wave is the
-    /// deepest ready nodes up to `cap` units: paths finish, and free their KV cells, before new
-    /// branches open, so a group's live cells stay a few calls' worth instead of all its
-    /// prompts' tries at once. That matters because every decode call's attention scans all
-    /// cells up to the highest one in use (llama.cpp's CPU kernel converts the mask of each
-    /// query tile against every KV tile), and calls stay full.
+    /// Without `cap` a wave is every ready node (the exact schedule). With `cap` a wave is one
+    /// full decode call: the ready nodes of the group's earliest unfinished prompt, deepest
+    /// first, topped up with the next prompts' nodes ([`take_wave`]). Prompts stream through
+    /// the group, so the live KV cells stay about two prompts' tries (not all of them at once)
+    /// and a call's neighbouring queries share their ancestors' cells. That matters on a CPU:
+    /// every call's attention converts the mask of each query tile against every KV tile up to
+    /// the highest cell in use, and packs every KV tile a query of the tile can see.
     #[allow(clippy::type_complexity)]
     fn run_schedule(
         &mut self,
