@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make the bundle that benches/gpu/run.sh needs on a GPU machine, from a CUDA build made with
 # benches/gpu/build-cuda.sh (README, "GPU builds"). The bundle must stay under 64 MiB, what
-# one transfer to the GPU machine carries: about 31 MB.
+# one transfer to the GPU machine carries: about 32.5 MB.
 #
 # Usage: benches/gpu/prepare.sh CUDA_TARGET_DIR BUNDLE [SMOLLM2_GGUF]
 #   CUDA_TARGET_DIR   CARGO_TARGET_DIR of the CUDA build (default of build-cuda.sh: target/cuda)
