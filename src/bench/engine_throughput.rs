@@ -181,6 +181,7 @@ pub fn engine_bench(
 ) -> Result<EngineBench> {
     let (survey, prompts, rows, seed) = (work.survey, work.prompts, work.rows, work.seed);
     anyhow::ensure!(prompts >= 1, "--prompts 0: expected at least 1 prompt");
+    anyhow::ensure!(work.repeats >= 1, "--repeat 0: expected at least 1");
     anyhow::ensure!(
         (1..=256).contains(&work.batch_prompts),
         "--batch-prompts {}: expected 1 to 256",
@@ -259,7 +260,6 @@ pub fn engine_bench(
 
     // Exact and batched alternate, each on a fresh engine, so slow phases of a shared machine
     // hit both; the answers of every repeat are the same (checked), the times are medians.
-    anyhow::ensure!(work.repeats >= 1, "--repeat 0: expected at least 1");
     let refs: Vec<&SoftPrompt> = soft.iter().collect();
     let mut runs: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     let mut results: [Option<(Vec<Vec<ItemScore>>, crate::engine::EngineStats)>; 2] = [None, None];
@@ -285,6 +285,8 @@ pub fn engine_bench(
         }
     }
     let [Some((scores, st)), Some((bscores, bst))] = results else { unreachable!("at least one run") };
+    // Every list holds `repeats` >= 1 values, so each median exists.
+    let median = |v: &[f64]| crate::optim::stats::median(v).unwrap_or(f64::NAN);
     let engine_seconds = median(&runs[0]);
     let batched_seconds = median(&runs[1]);
     let ratio_runs: Vec<f64> = runs[0].iter().zip(&runs[1]).map(|(e, b)| e / b).collect();
@@ -342,17 +344,6 @@ pub fn engine_bench(
         batched_max_expected_diff: drift_e,
         peak_rss_mib: peak_rss_mib(),
     })
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 /// Peak resident set size of this process in MiB (Linux), if known.
