@@ -93,7 +93,7 @@ for name in sorted(f[:-5] for f in os.listdir(out) if f.endswith(".json")):
     busy = f"{sum(util)/len(util):.0f}% mean, {max(util):.0f}% max" if util else "n/a"
     print(f"{name}: {b['prompts']} prompts x {b['items']} items; raw {b['raw_tokens_per_s']:.0f} tok/s; "
           f"exact {b['exact_evals_per_s']:.2f} evals/s ({b['engine_effective_tokens_per_s']:.0f} logical tok/s); "
-          f"batched x{b['batch_prompts']} {b['batched_evals_per_s']:.2f} evals/s "
+          f"batched x{b['batch_prompts']} (waves of {b.get('batched_wave', '?')}) {b['batched_evals_per_s']:.2f} evals/s "
           f"({b['batched_effective_tokens_per_s']:.0f} logical tok/s), exact/batched {b['ratio_exact_over_batched']:.2f}x "
           f"(pairs {min(b.get('ratio_runs') or [0]):.2f}-{max(b.get('ratio_runs') or [0]):.2f}); "
           f"drift p {b['batched_max_prob_diff']:.1e}; GPU util {busy}; "

@@ -60,6 +60,8 @@ pub struct EngineBench {
     pub exact_evals_per_s: f64,
     /// Batched schedule: prompts per group.
     pub batch_prompts: usize,
+    /// Batched schedule: most tokens per wave (a decode call's worth on a GPU, less on a CPU).
+    pub batched_wave: usize,
     /// Batched schedule: seconds.
     pub batched_seconds: f64,
     /// Batched schedule: llama_decode calls.
@@ -117,8 +119,8 @@ impl EngineBench {
             b.engine_decode_calls
         );
         s += &format!(
-            "engine, batched ({:>3}/call) {:>8.2} s  {:>8.1} logical tokens/s ({} decode calls)\n",
-            b.batch_prompts, b.batched_seconds, b.batched_effective_tokens_per_s, b.batched_decode_calls
+            "engine, batched ({:>3} prompts, waves of {} tokens) {:>8.2} s  {:>8.1} logical tokens/s ({} decode calls)\n",
+            b.batch_prompts, b.batched_wave, b.batched_seconds, b.batched_effective_tokens_per_s, b.batched_decode_calls
         );
         s += &format!("engine effective / raw tokens/s: {:.2}x\n", b.ratio_effective_over_raw);
         if let (Some(r), Some(d)) = (b.ratio_naive_over_engine, b.max_prob_diff) {
@@ -331,6 +333,7 @@ pub fn engine_bench(
         max_prob_diff: work.naive.then_some(max_diff),
         exact_evals_per_s: prompts as f64 / engine_seconds,
         batch_prompts: work.batch_prompts,
+        batched_wave: config.wave_units(),
         batched_seconds,
         batched_decode_calls: bst.decode_calls,
         batched_evals_per_s: prompts as f64 / batched_seconds,

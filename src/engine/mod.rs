@@ -54,16 +54,33 @@ pub struct EngineConfig {
     /// Prompts whose tries share decode calls: 1 = the exact per-prompt schedule.
     #[serde(default = "one")]
     pub prompt_group: usize,
+    /// Most units in one wave of a group of prompts (`prompt_group` > 1); None: a whole
+    /// decode call (`batch`).
+    #[serde(default)]
+    pub wave: Option<usize>,
 }
+
+/// Wave of a group of prompts on a CPU. CPU matmuls already run at full speed on ~100 rows,
+/// so a wider wave only brings more prompts into flight, whose KV cells every query then
+/// attends over: waves of 256 and 512 measured slower than exact at the 1B shape, 128 as fast
+/// (README, "Exact and batched scoring").
+pub const CPU_WAVE: usize = 128;
 
 fn one() -> usize {
     1
 }
 
+impl EngineConfig {
+    /// Most units in one wave of a group of prompts: `wave`, within a decode call.
+    pub fn wave_units(&self) -> usize {
+        self.wave.map_or(self.batch, |w| w.min(self.batch))
+    }
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        EngineConfig { threads, batch: 512, seq_max: 128, max_ctx: None, prompt_group: 1 }
+        EngineConfig { threads, batch: 512, seq_max: 128, max_ctx: None, prompt_group: 1, wave: None }
     }
 }
 
@@ -416,6 +433,9 @@ impl<'m> Engine<'m> {
         if config.batch < 1 {
             bail!("engine batch {}: expected at least 1", config.batch);
         }
+        if config.wave == Some(0) {
+            bail!("engine wave 0: expected at least 1");
+        }
         if !(1..=256).contains(&config.prompt_group) {
             bail!("--batch-prompts {}: expected 1 to 256", config.prompt_group);
         }
@@ -579,8 +599,8 @@ impl<'m> Engine<'m> {
             let group = &prompts[at..end];
             let sched = self.schedule_group(plan, rows, group.len()).clone();
             self.ensure_context(&sched)?;
-            // A group's waves are capped at one decode call (see `run_schedule`).
-            let cap = (group.len() > 1).then_some(self.config.batch);
+            // A group's waves are capped at `wave_units`, within one decode call (see `run_schedule`).
+            let cap = (group.len() > 1).then(|| self.config.wave_units());
             let (logp, _, _) = self.run_schedule(&sched, group, false, cap)?;
             self.stats.pairs += (plan.items.len() * group.len()) as u64;
             let per = sched.slots.len() / group.len();
@@ -648,8 +668,8 @@ impl<'m> Engine<'m> {
     /// per slot, and with `keep` the (sequence, next position) holding each slot's context,
     /// left alive for generation (the caller releases them).
     ///
-    /// Without `cap` a wave is every ready node (the exact schedule). With `cap` a wave is one
-    /// full decode call: the ready nodes of the group's earliest unfinished prompt, deepest
+    /// Without `cap` a wave is every ready node (the exact schedule). With `cap` a wave is up
+    /// to `cap` units (a full decode call on a GPU, [`CPU_WAVE`] on a CPU): the ready nodes of the group's earliest unfinished prompt, deepest
     /// first, topped up with the next prompts' nodes ([`take_wave`]). Prompts stream through
     /// the group, so the live KV cells stay about two prompts' tries (not all of them at once)
     /// and a call's neighbouring queries share their ancestors' cells. That matters on a CPU:

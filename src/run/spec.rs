@@ -249,6 +249,8 @@ impl ModelSpec {
             batch: self.batch,
             max_ctx: (self.ctx > 0).then_some(self.ctx),
             prompt_group: self.batch_prompts,
+            // A GPU wants whole decode calls; a CPU keeps up with exact only in narrow waves.
+            wave: (self.gpu_layers == 0 || !cfg!(feature = "cuda")).then_some(crate::engine::CPU_WAVE),
             ..EngineConfig::default()
         };
         if let Some(t) = self.threads {

@@ -4,7 +4,7 @@
 use crate::common::{model, serial};
 
 use deopt::data::survey::{Survey, SurveyKind};
-use deopt::engine::{Engine, EngineConfig, Plan};
+use deopt::engine::{Engine, EngineConfig, Plan, CPU_WAVE};
 use deopt::llama::Model;
 use deopt::prompt::render::Layout;
 use deopt::prompt::softprompt::SoftPrompt;
@@ -116,7 +116,15 @@ fn batched_schedule_agrees_with_exact_within_documented_drift() {
     let cfg = |g| EngineConfig { prompt_group: g, max_ctx: Some(two), ..EngineConfig::default() };
     let capped = Engine::new(m, cfg(6)).unwrap().score(&plan, &refs).unwrap();
     assert_eq!(capped, Engine::new(m, cfg(2)).unwrap().score(&plan, &refs).unwrap());
+    // The narrower waves a CPU uses stay within the same drift, in more, smaller calls.
+    let mut narrow =
+        Engine::new(m, EngineConfig { prompt_group: 3, wave: Some(CPU_WAVE), ..EngineConfig::default() })
+            .unwrap();
+    for (g, w) in narrow.score(&plan, &refs).unwrap().iter().zip(&want) {
+        assert!(max_diff(g, w) < 5e-3, "answers moved by {} in waves of {CPU_WAVE}", max_diff(g, w));
+    }
     let (e, b) = (exact.stats(), batched.stats());
+    assert!(narrow.stats().decode_calls > b.decode_calls);
     assert_eq!(e.logical, b.logical);
     assert_eq!(e.computed, b.computed, "grouping must not change what is computed");
     assert!(
