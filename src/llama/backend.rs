@@ -36,6 +36,14 @@ pub fn init_backend() {
     });
 }
 
+/// Whether llama.cpp has a device to offload layers to: false in a CPU build, and in a CUDA
+/// build on a machine whose driver shows it no GPU (it then runs on the CPU).
+pub fn gpu_offload_available() -> bool {
+    init_backend();
+    // SAFETY: takes no arguments; it only reads the backend registry (loading it if empty).
+    unsafe { sys::llama_supports_gpu_offload() }
+}
+
 /// Show (`true`) or hide (`false`) llama.cpp's log messages below error level.
 ///
 /// Errors are always shown. Overrides `DEOPT_LLAMA_LOG` from then on.

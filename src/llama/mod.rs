@@ -30,7 +30,7 @@ mod gguf;
 mod model;
 mod synth;
 
-pub use backend::{init_backend, last_error, set_log_verbose};
+pub use backend::{gpu_offload_available, init_backend, last_error, set_log_verbose};
 pub use batch::{EmbdBatch, TokenBatch};
 pub use context::{Context, ContextParams};
 pub use error::{DecodeError, LlamaError};

@@ -249,8 +249,10 @@ impl ModelSpec {
             batch: self.batch,
             max_ctx: (self.ctx > 0).then_some(self.ctx),
             prompt_group: self.batch_prompts,
-            // A GPU wants whole decode calls; a CPU keeps up with exact only in narrow waves.
-            wave: (self.gpu_layers == 0 || !cfg!(feature = "cuda")).then_some(crate::engine::CPU_WAVE),
+            // A GPU wants whole decode calls; a CPU keeps up with exact only in narrow waves
+            // (also a CUDA build that finds no GPU: it runs on the CPU).
+            wave: (self.gpu_layers == 0 || !crate::llama::gpu_offload_available())
+                .then_some(crate::engine::CPU_WAVE),
             ..EngineConfig::default()
         };
         if let Some(t) = self.threads {
@@ -650,5 +652,18 @@ mod tests {
         s.stop.time_limit = Some(-1.0);
         assert_eq!(s.validate().unwrap_err().downcast_ref::<SpecError>().unwrap().flag(), "--time-limit");
         assert!(RunSpec::new("SAU").validate().is_ok());
+    }
+
+    /// Without a GPU device (every CPU build; a CUDA build on a machine without one), groups
+    /// run in CPU waves even when layers are asked onto a GPU.
+    #[test]
+    fn waves_follow_the_device_llama_cpp_finds() {
+        let mut m = ModelSpec::default();
+        m.gpu_layers = 0;
+        assert_eq!(m.engine_config().wave, Some(crate::engine::CPU_WAVE));
+        m.gpu_layers = -1;
+        let gpu = crate::llama::gpu_offload_available();
+        assert!(cfg!(feature = "cuda") || !gpu, "a CPU build found a GPU device");
+        assert_eq!(m.engine_config().wave, (!gpu).then_some(crate::engine::CPU_WAVE));
     }
 }
