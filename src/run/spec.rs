@@ -658,8 +658,7 @@ mod tests {
     /// run in CPU waves even when layers are asked onto a GPU.
     #[test]
     fn waves_follow_the_device_llama_cpp_finds() {
-        let mut m = ModelSpec::default();
-        m.gpu_layers = 0;
+        let mut m = ModelSpec { gpu_layers: 0, ..ModelSpec::default() };
         assert_eq!(m.engine_config().wave, Some(crate::engine::CPU_WAVE));
         m.gpu_layers = -1;
         let gpu = crate::llama::gpu_offload_available();
